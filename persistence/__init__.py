@@ -1,0 +1,1 @@
+"""SQL, transactions and the schema. Never sees HTTP."""

@@ -1,0 +1,407 @@
+"""Queries on tasks; every one is scoped by the owner's user id.
+
+Statements are SQLAlchemy Core, compiled once per shape (which filters, which columns) and then
+reused with new values; persistence.database runs them in one round trip where one statement
+does the job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from psycopg.types.json import Jsonb
+from sqlalchemy import (
+    ClauseElement,
+    ColumnElement,
+    Select,
+    and_,
+    any_,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    not_,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, psycopg
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from persistence.database import Row, run, transaction
+from persistence.tables import idempotency_keys, priority, task_tags, tasks, users
+
+SortField = Literal["created_at", "updated_at", "title", "priority", "due_date"]
+IDEMPOTENCY_TTL = text("interval '24 hours'")
+
+_columns = (
+    tasks.c.id,
+    tasks.c.user_id,
+    tasks.c.title,
+    tasks.c.description,
+    tasks.c.completed,
+    tasks.c.priority,
+    tasks.c.tags,
+    tasks.c.due_date,
+    tasks.c.version,
+    tasks.c.created_at,
+    tasks.c.updated_at,
+)
+_DIALECT = psycopg.dialect()
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    sql: str
+    constants: dict[str, Any]  # values SQLAlchemy bound itself (a literal 1, a NULL)
+
+    def __call__(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return {**self.constants, **params}
+
+
+_compiled: dict[Hashable, _Compiled] = {}
+
+
+def _sql(shape: Hashable, build: Callable[[], ClauseElement]) -> _Compiled:
+    """The statement `build` makes, compiled once per `shape`."""
+    compiled = _compiled.get(shape)
+    if compiled is None:
+        statement = build().compile(dialect=_DIALECT)
+        constants = {name: bind.value for name, bind in statement.binds.items() if not bind.required}
+        compiled = _compiled[shape] = _Compiled(str(statement), constants)
+    return compiled
+
+
+async def _fetch(
+    user_id: str, shape: Hashable, build: Callable[[], ClauseElement], params: Mapping[str, Any]
+) -> list[Row]:
+    """The rows of the statement of `shape`, run as `user_id` in one round trip."""
+    statement = _sql(shape, build)
+    return await run(user_id, statement.sql, statement(params))
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """The caller, as the users row is created from their token's claims."""
+
+    id: str
+    email: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    completed: bool | None = None
+    text: str | None = None
+    priorities: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    due_before: datetime | None = None
+    due_after: datetime | None = None
+    overdue: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    field: SortField = "created_at"
+    descending: bool = True
+
+
+class PreconditionFailed(Exception):
+    """The task exists but its version is not one the caller expected."""
+
+
+class IdempotencyKeyReused(Exception):
+    """An Idempotency-Key came back with a different request body."""
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    task: Row
+    replayed: bool
+
+
+async def list_for_user(
+    user_id: str, filters: Filters, order: Order, *, after: Sequence[Any] | None, limit: int
+) -> list[Row]:
+    """Up to `limit` of the user's tasks matching `filters`, in `order`, after the keyset `after`."""
+    params: dict[str, Any] = {"user_id": user_id, "limit": limit}
+    conditions = _conditions(filters, params)
+    position = _position(order, after, params)
+
+    def build() -> Select[Any]:
+        query = select(*_columns).where(tasks.c.user_id == bindparam("user_id"))
+        query = query.where(*(_condition(name) for name in conditions))
+        return _ordered(query, order, position).limit(bindparam("limit"))
+
+    return await _fetch(user_id, ("list", tuple(conditions), order, position), build, params)
+
+
+def keyset(task: Mapping[str, Any], order: Order) -> list[Any]:
+    """The position of `task` in `order`, JSON-friendly, for `after` on the next page."""
+    value = task[order.field]
+    return [value.isoformat() if isinstance(value, datetime) else value, task["id"]]
+
+
+async def get_for_user(user_id: str, task_id: int) -> Row | None:
+    rows = await _fetch(
+        user_id, "get", lambda: select(*_columns).where(*_task_matches(False)), {"user_id": user_id, "id": task_id}
+    )
+    return rows[0] if rows else None
+
+
+def _add_owner() -> Any:
+    return (
+        pg_insert(users)
+        .values(id=bindparam("user_id"), email=bindparam("email"), name=bindparam("name"))
+        .on_conflict_do_nothing(index_elements=[users.c.id])
+    )
+
+
+def _insert_task(fields: Sequence[str]) -> Any:
+    values = {name: bindparam(name) for name in fields}
+    return insert(tasks).values(user_id=bindparam("user_id"), **values).returning(*_columns)
+
+
+async def create_for_user(
+    owner: Owner, fields: Mapping[str, Any], *, idempotency: tuple[str, str] | None = None
+) -> Created:
+    """Insert a task (and the owner's users row if new). With `(key, request_hash)`, a repeat
+    of the same key and hash returns the first result instead; another hash raises
+    IdempotencyKeyReused."""
+    names = tuple(sorted(fields))
+    params = {**fields, "user_id": owner.id, "email": owner.email, "name": owner.name}
+    if idempotency is None:
+        rows = await _fetch(
+            owner.id, ("create", names), lambda: _insert_task(names).add_cte(_add_owner().cte("owner")), params
+        )
+        return Created(rows[0], replayed=False)
+    key, request_hash = idempotency
+    async with transaction(owner.id) as cursor:
+        await _execute(cursor, _sql("add owner", _add_owner), params)
+        earlier = await _claim_idempotency_key(cursor, owner.id, key, request_hash)
+        if earlier is not None:
+            return Created(earlier, replayed=True)
+
+        def remembering() -> Any:
+            created = _insert_task(names).cte("created")
+            remember = (
+                update(idempotency_keys)
+                .where(idempotency_keys.c.user_id == bindparam("user_id"), idempotency_keys.c.key == bindparam("key"))
+                .values(response=select(func.to_jsonb(created.table_valued())).scalar_subquery())
+            )
+            return select(created).add_cte(remember.cte("remember"))
+
+        await _execute(cursor, _sql(("create remembered", names), remembering), {**params, "key": key})
+        task = await cursor.fetchone()
+        assert task is not None
+        return Created(task, replayed=False)
+
+
+def _claim() -> Any:
+    fresh = idempotency_keys.c.created_at > func.now() - IDEMPOTENCY_TTL
+    claim = pg_insert(idempotency_keys).values(
+        user_id=bindparam("user_id"), key=bindparam("key"), request_hash=bindparam("request_hash")
+    )
+    return claim.on_conflict_do_update(
+        index_elements=[idempotency_keys.c.user_id, idempotency_keys.c.key],
+        set_={"request_hash": bindparam("request_hash"), "response": None, "created_at": func.now()},
+        where=not_(fresh),
+    ).returning(idempotency_keys.c.key)
+
+
+def _replay() -> Any:
+    return select(idempotency_keys.c.request_hash, idempotency_keys.c.response).where(
+        idempotency_keys.c.user_id == bindparam("user_id"), idempotency_keys.c.key == bindparam("key")
+    )
+
+
+async def _claim_idempotency_key(cursor: Any, user_id: str, key: str, request_hash: str) -> Row | None:
+    """Claim `key` for this request (None), or return the task it created before."""
+    params = {"user_id": user_id, "key": key, "request_hash": request_hash}
+    await _execute(cursor, _sql("claim", _claim), params)
+    if await cursor.fetchone() is not None:
+        return None
+    # A live claim exists; a concurrent first request with this key has committed by now.
+    await _execute(cursor, _sql("replay", _replay), params)
+    earlier = await cursor.fetchone()
+    if earlier["request_hash"] != request_hash:
+        raise IdempotencyKeyReused(key)
+    names = ", ".join(column.name for column in _columns)
+    await cursor.execute(
+        f"SELECT {names} FROM jsonb_populate_record(NULL::tasks, %(response)s)",
+        {"response": Jsonb(earlier["response"])},
+    )
+    return await cursor.fetchone()
+
+
+async def update_for_user(
+    user_id: str,
+    task_id: int,
+    changes: Mapping[str, Any],
+    *,
+    toggle_completed: bool = False,
+    expected_versions: Sequence[int] | None = None,
+) -> Row | None:
+    """Apply `changes` (or flip `completed`); None when the user has no such task.
+
+    Raises PreconditionFailed when `expected_versions` is given and the task's is not in it.
+    """
+    names = tuple(sorted(changes))
+    checked = expected_versions is not None
+
+    def build() -> Any:
+        values: dict[str, Any] = {name: bindparam(name) for name in names}
+        if toggle_completed:
+            values["completed"] = not_(tasks.c.completed)
+        return (
+            update(tasks)
+            .where(*_task_matches(checked))
+            .values(**values, version=tasks.c.version + 1, updated_at=func.clock_timestamp())
+            .returning(*_columns)
+        )
+
+    params = {**changes, "user_id": user_id, "id": task_id, "versions": list(expected_versions or [])}
+    rows = await _fetch(user_id, ("update", names, toggle_completed, checked), build, params)
+    if rows:
+        return rows[0]
+    if checked:
+        await _raise_if_exists(user_id, task_id)
+    return None
+
+
+async def delete_for_user(user_id: str, task_id: int, *, expected_versions: Sequence[int] | None = None) -> bool:
+    """Delete the task; False when the user has no such task. Raises PreconditionFailed like update."""
+    checked = expected_versions is not None
+    params = {"user_id": user_id, "id": task_id, "versions": list(expected_versions or [])}
+    if await _fetch(
+        user_id, ("delete", checked), lambda: delete(tasks).where(*_task_matches(checked)).returning(tasks.c.id), params
+    ):
+        return True
+    if checked:
+        await _raise_if_exists(user_id, task_id)
+    return False
+
+
+async def _execute(cursor: Any, statement: _Compiled, params: Mapping[str, Any]) -> None:
+    await cursor.execute(statement.sql, statement(params))
+
+
+def _task_matches(version_checked: bool) -> list[ColumnElement[bool]]:
+    matches = [tasks.c.user_id == bindparam("user_id"), tasks.c.id == bindparam("id")]
+    if version_checked:
+        matches.append(tasks.c.version == any_(cast(bindparam("versions"), ARRAY(tasks.c.version.type))))
+    return matches
+
+
+async def _raise_if_exists(user_id: str, task_id: int) -> None:
+    found = await _fetch(
+        user_id,
+        "exists",
+        lambda: select(exists().where(*_task_matches(False)).label("found")),
+        {"user_id": user_id, "id": task_id},
+    )
+    if found[0]["found"]:
+        raise PreconditionFailed(task_id)
+
+
+_overdue = and_(tasks.c.due_date < func.now(), tasks.c.completed.is_(False))
+_CONDITIONS: dict[str, ColumnElement[bool]] = {
+    "completed": tasks.c.completed == bindparam("completed"),
+    "text": or_(
+        tasks.c.title.ilike(bindparam("pattern"), escape="\\"),
+        tasks.c.description.ilike(bindparam("pattern"), escape="\\"),
+    ),
+    "priorities": tasks.c.priority == any_(cast(bindparam("priorities"), ARRAY(priority))),
+    "due_before": tasks.c.due_date < bindparam("due_before"),
+    "due_after": tasks.c.due_date > bindparam("due_after"),
+    "overdue": _overdue,
+    "not overdue": not_(func.coalesce(_overdue, False)),
+}
+
+
+def _conditions(filters: Filters, params: dict[str, Any]) -> list[str]:
+    """The names of the conditions `filters` need (see _condition), their values in `params`."""
+    names = []
+    if filters.completed is not None:
+        names.append("completed")
+        params["completed"] = filters.completed
+    if filters.text:
+        names.append("text")
+        params["pattern"] = "%" + _escape_like(filters.text) + "%"
+    if filters.priorities:
+        names.append("priorities")
+        params["priorities"] = list(filters.priorities)
+    for index, tag in enumerate(sorted({tag.lower() for tag in filters.tags})):
+        names.append(f"tag_{index}")
+        params[f"tag_{index}"] = tag
+    for name in ("due_before", "due_after"):
+        if getattr(filters, name) is not None:
+            names.append(name)
+            params[name] = getattr(filters, name)
+    if filters.overdue is not None:
+        names.append("overdue" if filters.overdue else "not overdue")
+    return names
+
+
+def _condition(name: str) -> ColumnElement[bool]:
+    """The condition `name` from _conditions. A `tag_N` is a primary-key probe into task_tags,
+    which row-level security does not get in the way of (unlike `@>` on the tags array)."""
+    if name in _CONDITIONS:
+        return _CONDITIONS[name]
+    return exists().where(
+        task_tags.c.user_id == tasks.c.user_id, task_tags.c.tag == bindparam(name), task_tags.c.task_id == tasks.c.id
+    )
+
+
+def _escape_like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _position(order: Order, after: Sequence[Any] | None, params: dict[str, Any]) -> str:
+    """Which keyset condition the next page needs ("first", "after", "after null"); values to `params`."""
+    if after is None:
+        return "first"
+    value, params["after_id"] = after
+    if value is None:
+        return "after null"
+    params["after"] = (
+        datetime.fromisoformat(value) if order.field in ("created_at", "updated_at", "due_date") else value
+    )
+    return "after"
+
+
+def _ordered(query: Select[Any], order: Order, position: str) -> Select[Any]:
+    column: ColumnElement[Any] = tasks.c.title.collate("C") if order.field == "title" else tasks.c[order.field]
+    if order.field == "priority":
+        after: ColumnElement[Any] = cast(bindparam("after"), priority)
+    else:
+        after = bindparam("after")
+
+    def direction(c: ColumnElement[Any]) -> ColumnElement[Any]:
+        return c.desc() if order.descending else c.asc()
+
+    def beyond(left: ColumnElement[Any], right: ColumnElement[Any]) -> ColumnElement[bool]:
+        return left < right if order.descending else left > right
+
+    last_id = bindparam("after_id")
+    if order.field == "due_date":
+        # Tasks without a due date come last in both directions.
+        query = query.order_by(tasks.c.due_date.is_(None), direction(column), direction(tasks.c.id))
+        if position == "after null":
+            return query.where(tasks.c.due_date.is_(None), beyond(tasks.c.id, last_id))
+        if position == "after":
+            return query.where(
+                or_(beyond(tuple_(column, tasks.c.id), tuple_(after, last_id)), tasks.c.due_date.is_(None))
+            )
+        return query
+    query = query.order_by(direction(column), direction(tasks.c.id))
+    if position == "after":
+        query = query.where(beyond(tuple_(column, tasks.c.id), tuple_(after, last_id)))
+    return query
