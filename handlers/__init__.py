@@ -1,0 +1,1 @@
+"""Connexion handlers: one module per resource, plus the bearer function (auth)."""

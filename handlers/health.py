@@ -1,0 +1,39 @@
+"""Unauthenticated probes and metrics for orchestrators."""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+
+from handlers.responses import json_response
+from persistence import schema
+from todo_api.observability import metrics_exposition
+from todo_api.problems import NotFound, ServiceUnavailable
+
+
+class _Options:
+    metrics_enabled = True
+
+
+_options = _Options()
+
+
+def configure(*, metrics_enabled: bool) -> None:
+    _options.metrics_enabled = metrics_enabled
+
+
+async def live() -> Response:
+    return json_response({"status": "ok"})
+
+
+async def ready() -> Response:
+    """200 when PostgreSQL answers and its schema is at the newest migration."""
+    if not await schema.is_current():
+        raise ServiceUnavailable("the database is unreachable or its schema is not at the newest migration")
+    return json_response({"status": "ok"})
+
+
+async def metrics() -> Response:
+    """Prometheus text exposition; 404 when METRICS_ENABLED=false."""
+    if not _options.metrics_enabled:
+        raise NotFound("metrics are turned off (METRICS_ENABLED=false)")
+    return Response(metrics_exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")

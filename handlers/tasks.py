@@ -1,0 +1,235 @@
+"""Task operations: turn a validated request into a persistence call and an HTTP response.
+
+Connexion has already checked every parameter and body against openapi.yaml; `user` is the
+token's subject and `token_info` the caller's profile (see handlers.auth).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from connexion import request
+from starlette.responses import Response
+
+from handlers import cursors
+from handlers.responses import json_response
+from persistence import tasks
+from persistence.tasks import Filters, Order, Owner
+from todo_api.problems import NotFound, Unprocessable
+
+DEFAULT_LIMIT = 100
+_STATUS = {"all": None, "incomplete": False, "complete": True, "active": False, "pending": False, "completed": True}
+_SORT_BY = {"created": "created_at", "updated": "updated_at"}
+_ETAG = re.compile(r'"v([1-9][0-9]{0,8})"')  # as _etag writes it, within PostgreSQL's integer
+
+
+async def find(user: str, **query: Any) -> Response:
+    """The caller's tasks, one page, with `Link: rel="next"` when more exist."""
+    filters, order = _list_query(query)
+    limit = query.get("limit") or DEFAULT_LIMIT
+    bound = _canonical(filters, order)
+    after = cursors.decode(query["cursor"], user_id=user, query=bound) if query.get("cursor") else None
+    rows = await tasks.list_for_user(user, filters, order, after=after, limit=limit + 1)
+    headers = {}
+    if len(rows) > limit:
+        rows = rows[:limit]
+        cursor = cursors.encode(tasks.keyset(rows[-1], order), user_id=user, query=bound)
+        next_url = request.url.include_query_params(cursor=cursor)
+        headers["Link"] = f'<{next_url}>; rel="next"'
+    return _json([_task(row) for row in rows], headers=headers)
+
+
+async def create(user: str, token_info: dict[str, Any], body: dict[str, Any]) -> Response:
+    """201 with the new task; a retried Idempotency-Key with the same body replays the first answer."""
+    fields = _writable(body)
+    key = request.headers.get("idempotency-key")
+    idempotency = (key, _fingerprint(fields)) if key else None
+    owner = Owner(id=user, email=token_info.get("email"), name=token_info.get("name"))
+    created = await tasks.create_for_user(owner, fields, idempotency=idempotency)
+    headers = {"Location": f"/api/tasks/{created.task['id']}"}
+    if created.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return _json(_task(created.task), status=201, headers=headers, etag=created.task)
+
+
+async def get(user: str, id: int) -> Response:
+    task = await tasks.get_for_user(user, id)
+    if task is None:
+        raise _not_found(id)
+    return _json(_task(task), etag=task)
+
+
+async def replace(user: str, id: int, body: dict[str, Any]) -> Response:
+    """PUT: `title` required, fields left out keep their value."""
+    return await _update(user, id, _writable(body))
+
+
+async def update(user: str, id: int, body: dict[str, Any]) -> Response:
+    return await _update(user, id, _writable(body))
+
+
+async def complete(user: str, id: int, body: dict[str, Any] | None = None) -> Response:
+    """Set `completed` when given; toggle it for an empty body."""
+    if body and "completed" in body:
+        return await _update(user, id, {"completed": body["completed"]})
+    return await _update(user, id, {}, toggle_completed=True)
+
+
+async def delete(user: str, id: int) -> Response:
+    if not await tasks.delete_for_user(user, id, expected_versions=_if_match()):
+        raise _not_found(id)
+    return Response(status_code=204)
+
+
+async def _update(user: str, task_id: int, changes: dict[str, Any], *, toggle_completed: bool = False) -> Response:
+    task = await tasks.update_for_user(
+        user, task_id, changes, toggle_completed=toggle_completed, expected_versions=_if_match()
+    )
+    if task is None:
+        raise _not_found(task_id)
+    return _json(_task(task), etag=task)
+
+
+def _fingerprint(fields: dict[str, Any]) -> str:
+    """The same for two bodies that mean the same (normalised fields, keys sorted)."""
+    return hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()
+
+
+def _not_found(task_id: int) -> NotFound:
+    return NotFound(f"task {task_id} does not exist")
+
+
+def _writable(body: dict[str, Any]) -> dict[str, Any]:
+    """The body as column values: title and tags trimmed, tags deduplicated, due_date parsed."""
+    fields = dict(body)
+    if "title" in fields:
+        fields["title"] = fields["title"].strip()
+    if "tags" in fields:
+        seen: set[str] = set()
+        tags = []
+        for tag in (tag.strip() for tag in fields["tags"]):
+            if tag.casefold() not in seen:
+                seen.add(tag.casefold())
+                tags.append(tag)
+        fields["tags"] = tags
+    if fields.get("due_date") is not None:
+        fields["due_date"] = _instant(fields["due_date"], "due_date")
+    return fields
+
+
+def _instant(value: str, field: str) -> datetime:
+    """An RFC 3339 date-time (validated by the contract) as a UTC datetime, 422 beyond years 1–9999."""
+    try:
+        moment = datetime.fromisoformat(value.upper())
+        if moment.tzinfo is None:
+            raise ValueError(value)
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        message = "must be an RFC 3339 date-time with an offset, between years 1 and 9999 in UTC"
+        raise Unprocessable(f"{field} {message}", errors=[{"field": field, "message": message}]) from None
+
+
+def _list_query(query: dict[str, Any]) -> tuple[Filters, Order]:
+    """Filters and order in canonical terms; aliases resolved, contradictions refused."""
+    completed = _agree(
+        "status",
+        _STATUS[query["status"]] if "status" in query else None,
+        "completed",
+        query.get("completed"),
+    )
+    text = _agree("q", query.get("q"), "search", query.get("search"))
+    sort = _sort(query.get("sort")) if "sort" in query else None
+    sort_by = query.get("sort_by")
+    alias_sort = None
+    if sort_by is not None or "sort_order" in query:
+        field = _SORT_BY.get(sort_by or "created_at", sort_by or "created_at")
+        descending = query.get("sort_order", "asc" if field == "title" else "desc") == "desc"
+        alias_sort = Order(field, descending)
+    order = _agree("sort", sort, "sort_by", alias_sort) or Order()
+    filters = Filters(
+        completed=completed,
+        text=text or None,
+        priorities=tuple(sorted(set(query.get("priority") or ()))),
+        tags=tuple(query.get("tag") or ()),
+        due_before=_instant(query["due_before"], "due_before") if "due_before" in query else None,
+        due_after=_instant(query["due_after"], "due_after") if "due_after" in query else None,
+        overdue=query.get("overdue"),
+    )
+    return filters, order
+
+
+def _sort(value: str) -> Order:
+    return Order(value.lstrip("-"), value.startswith("-"))  # type: ignore[arg-type]
+
+
+def _agree(name: str, value: Any, alias: str, alias_value: Any) -> Any:
+    if value is not None and alias_value is not None and value != alias_value:
+        message = f"means something else than {name}; give one of them"
+        raise Unprocessable(f"{alias} {message}", errors=[{"field": alias, "message": message}])
+    return value if value is not None else alias_value
+
+
+def _canonical(filters: Filters, order: Order) -> dict[str, Any]:
+    """What a cursor is bound to: the meaning of the query, not its spelling."""
+    return {
+        "completed": filters.completed,
+        "text": filters.text,
+        "priorities": filters.priorities,
+        "tags": sorted({tag.strip().lower() for tag in filters.tags}),
+        "due_before": filters.due_before.timestamp() if filters.due_before else None,
+        "due_after": filters.due_after.timestamp() if filters.due_after else None,
+        "overdue": filters.overdue,
+        "sort": [order.field, order.descending],
+    }
+
+
+def _if_match() -> list[int] | None:
+    """Versions `If-Match` accepts (RFC 9110, strong comparison); None when any version will do.
+
+    Only tags spelled exactly as this service spells them can match; anything else matches none.
+    """
+    header = request.headers.get("if-match")
+    if header is None:
+        return None
+    versions = []
+    for tag in (part.strip() for part in header.split(",")):
+        if tag == "*":
+            return None
+        if match := _ETAG.fullmatch(tag):
+            versions.append(int(match[1]))
+    return versions
+
+
+def _etag(task: Any) -> str:
+    return f'"v{task["version"]}"'
+
+
+def _task(row: Any) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "user_id": row["user_id"],
+        "title": row["title"],
+        "description": row["description"],
+        "completed": row["completed"],
+        "status": "complete" if row["completed"] else "incomplete",
+        "priority": row["priority"],
+        "tags": row["tags"],
+        "due_date": _utc(row["due_date"]),
+        "created_at": _utc(row["created_at"]),
+        "updated_at": _utc(row["updated_at"]),
+    }
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return None if moment is None else moment.astimezone(UTC)
+
+
+def _json(content: Any, *, status: int = 200, headers: dict[str, str] | None = None, etag: Any = None) -> Response:
+    headers = dict(headers or {})
+    if etag is not None:
+        headers["ETag"] = _etag(etag)
+    return json_response(content, status=status, headers=headers)

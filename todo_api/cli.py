@@ -1,0 +1,176 @@
+"""`todo-api serve | migrate | token | check`."""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import dataclasses
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+
+from todo_api import embedded
+from todo_api.settings import ConfigError, Settings, load
+
+DESCRIPTION = """\
+The todo-api service: each signed-in user's tasks, over HTTP, in PostgreSQL.
+
+With no DATABASE_URL it runs its own embedded PostgreSQL (data in %(data)s) and a
+development secret, so `todo-api serve` works on a fresh machine; mint a token with
+`todo-api token USER_ID`. See README.md for every environment variable.
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="todo-api",
+        description=DESCRIPTION % {"data": embedded.data_dir()},
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="apply pending migrations, then serve HTTP")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes, e.g. one per core (default 1)")
+    serve.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations first")
+
+    migrate = commands.add_parser("migrate", help="upgrade (or downgrade) the schema to a revision")
+    migrate.add_argument("revision", nargs="?", default="head", help="target revision (default: head; base: empty)")
+
+    token = commands.add_parser("token", help="mint a development HS256 token signed with BETTER_AUTH_SECRET")
+    token.add_argument("user_id", metavar="USER_ID", help="the token's subject")
+    token.add_argument("--email", help="email claim, copied into the user's row on first write")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+
+    commands.add_parser("check", help="validate openapi.yaml and the configuration, then exit")
+
+    args = parser.parse_args(argv)
+    try:
+        settings = load()
+        return {"serve": _serve, "migrate": _migrate, "token": _token, "check": _check}[args.command](settings, args)
+    except ConfigError as error:
+        print(f"todo-api: configuration error: {error}", file=sys.stderr)
+        return 2
+
+
+def _require_token_source(settings: Settings) -> None:
+    """Only the embedded database may run on a generated development secret."""
+    if settings.database_url is not None and not settings.verifies_tokens:
+        raise ConfigError("BETTER_AUTH_SECRET (or BETTER_AUTH_URL / JWT_JWKS_URL) is required when DATABASE_URL is set")
+
+
+def _database(settings: Settings) -> Settings:
+    """`settings` with a database URL and a secret, starting the embedded server if none is set."""
+    _require_token_source(settings)
+    if settings.database_url is not None:
+        return settings
+    data = embedded.data_dir()
+    started = time.monotonic()
+    url = embedded.start(data / "pgdata")
+    print(
+        f"todo-api: embedded PostgreSQL in {data / 'pgdata'} ready in {time.monotonic() - started:.1f}s",
+        file=sys.stderr,
+    )
+    secret = settings.better_auth_secret
+    if secret is None:
+        secret = embedded.development_secret(data)
+        print(
+            f"todo-api: using the development secret in {data / 'dev-secret'}; `todo-api token USER_ID` mints tokens",
+            file=sys.stderr,
+        )
+    return dataclasses.replace(settings, database_url=url, better_auth_secret=secret)
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from persistence import schema
+    from todo_api.transport import BoundedHttpToolsProtocol
+
+    settings = _database(settings)
+    if not args.no_migrate:
+        schema.migrate(settings.migration_database_url or settings.database_url or "")
+    # Workers are separate processes that read their settings from the environment.
+    os.environ["DATABASE_URL"] = settings.database_url or ""
+    if settings.better_auth_secret:
+        os.environ["BETTER_AUTH_SECRET"] = settings.better_auth_secret
+    if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Workers add their metrics up through files here.
+        metrics_dir = tempfile.mkdtemp(prefix="todo-api-metrics-")
+        atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # Uvicorn drains requests on SIGTERM, then re-raises it; exiting normally then lets atexit
+    # stop an embedded PostgreSQL instead of orphaning it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    uvicorn.run(
+        "todo_api.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=settings.log_level.lower(),
+        proxy_headers=True,
+        http=BoundedHttpToolsProtocol,
+        access_log=False,  # todo_api.observability writes one JSON line per request
+    )
+    return 0
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from persistence import schema
+
+    settings = _database(settings)
+    url = settings.migration_database_url or settings.database_url or ""
+    schema.migrate(url, args.revision)
+    print(f"todo-api: schema at {schema.current(url) or 'base'}")
+    return 0
+
+
+def _token(settings: Settings, args: argparse.Namespace) -> int:
+    import jwt
+
+    secret = settings.better_auth_secret
+    if secret is None and settings.database_url is None:
+        secret = embedded.development_secret(embedded.data_dir())
+    if secret is None:
+        raise ConfigError("BETTER_AUTH_SECRET is required to mint a token")
+    now = int(time.time())
+    claims: dict[str, object] = {"sub": args.user_id, "iat": now, "exp": now + args.ttl}
+    if args.email:
+        claims["email"] = args.email
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    print(jwt.encode(claims, secret, algorithm="HS256"))
+    return 0
+
+
+def _check(settings: Settings, _args: argparse.Namespace) -> int:
+    from openapi_spec_validator import validate
+    from openapi_spec_validator.readers import read_from_filename
+
+    from todo_api.app import CONTRACT, create_app
+
+    _require_token_source(settings)
+    spec, _ = read_from_filename(str(CONTRACT))
+    validate(spec)
+    # Building the app resolves every operationId to its handler without touching the database.
+    create_app(
+        dataclasses.replace(
+            settings,
+            database_url=settings.database_url or "postgresql+psycopg://unused",
+            better_auth_secret=settings.better_auth_secret or "x" * 32,
+        )
+    )
+    print(f"todo-api: {CONTRACT.name} is valid, every operation has a handler, and the configuration is valid")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Every failure, turned into RFC 9457 problem+json, in one place."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from connexion.exceptions import ProblemException
+from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from starlette.exceptions import HTTPException
+
+from persistence.database import DatabaseUnavailable
+from persistence.tasks import IdempotencyKeyReused, PreconditionFailed
+from todo_api.observability import DB_ERRORS
+
+log = logging.getLogger("todo_api")
+
+MEDIA_TYPE = "application/problem+json"
+RETRY_AFTER_SECONDS = "2"
+UNEXPECTED = "the server failed to answer this request"
+FieldErrors = Sequence[dict[str, str]]
+
+
+class Problem(ProblemException):
+    """An HTTP error with a detail for people and, for validation, one entry per field."""
+
+    status_code: int = 500
+
+    def __init__(self, detail: str, *, errors: FieldErrors | None = None, headers: dict[str, str] | None = None):
+        super().__init__(status=self.status_code, title=HTTPStatus(self.status_code).phrase, detail=detail)
+        self.errors = errors
+        self.headers = headers
+
+
+class BadRequest(Problem):
+    status_code = 400
+
+
+class Unauthorized(Problem):
+    status_code = 401
+
+
+class Forbidden(Problem):
+    status_code = 403
+
+
+class NotFound(Problem):
+    status_code = 404
+
+
+class PayloadTooLarge(Problem):
+    status_code = 413
+
+
+class UriTooLong(Problem):
+    status_code = 414
+
+
+class UnsupportedMediaType(Problem):
+    status_code = 415
+
+
+class Unprocessable(Problem):
+    status_code = 422
+
+
+class HeadersTooLarge(Problem):
+    status_code = 431
+
+
+class ServiceUnavailable(Problem):
+    status_code = 503
+
+
+def body(status: int, detail: str, errors: FieldErrors | None = None) -> bytes:
+    content: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "error": detail,
+    }
+    if errors is not None:
+        content["errors"] = list(errors)
+    return orjson.dumps(content)
+
+
+def response(
+    status: int, detail: str, *, errors: FieldErrors | None = None, headers: dict[str, str] | None = None
+) -> ConnexionResponse:
+    headers = dict(headers or {})
+    if status == 401:
+        headers.setdefault("WWW-Authenticate", 'Bearer realm="todo-api"')
+    if status == 503:
+        headers.setdefault("Retry-After", RETRY_AFTER_SECONDS)
+    return ConnexionResponse(
+        status_code=status, body=body(status, detail, errors), content_type=MEDIA_TYPE, headers=headers
+    )
+
+
+def problem_exception(_request: ConnexionRequest, error: ProblemException) -> ConnexionResponse:
+    status = int(error.status)
+    detail = str(error.detail or HTTPStatus(status).phrase)
+    errors = getattr(error, "errors", None)
+    if status == 400 and not isinstance(error, Problem):
+        # Connexion's own 400s come from its parameter and body parsing; ours never reach here.
+        status, errors = 422, errors or []
+    return response(status, detail, errors=errors, headers=dict(error.headers or {}))
+
+
+def http_exception_handler(allowed_methods: Callable[[str], list[str]]) -> Callable[..., ConnexionResponse]:
+    """Starlette's routing errors, with an `Allow` taken from the contract rather than one route."""
+
+    def http_exception(request: ConnexionRequest, error: HTTPException) -> ConnexionResponse:
+        headers = dict(error.headers or {})
+        if error.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request.url.path))
+            detail = f"{request.method} is not allowed here; use {headers['Allow']}"
+        elif error.status_code == 404:
+            detail = f"no route matches {request.url.path}"
+        else:
+            detail = str(error.detail)
+        return response(error.status_code, detail, headers=headers)
+
+    return http_exception
+
+
+def precondition_failed(_request: ConnexionRequest, _error: PreconditionFailed) -> ConnexionResponse:
+    return response(412, "If-Match does not match the task's current ETag; fetch it again")
+
+
+def idempotency_key_reused(_request: ConnexionRequest, _error: IdempotencyKeyReused) -> ConnexionResponse:
+    detail = "this Idempotency-Key was already used with a different request body"
+    return response(422, detail, errors=[{"field": "Idempotency-Key", "message": detail}])
+
+
+def database_unavailable(_request: ConnexionRequest, error: DatabaseUnavailable) -> ConnexionResponse:
+    log.warning("database unavailable: %s", error)
+    DB_ERRORS.inc()
+    return response(503, "the database is unavailable; retry shortly")
+
+
+def unexpected(request: ConnexionRequest, error: Exception) -> ConnexionResponse:
+    """A bug: one log line without stack trace, SQL or values, and a bare 500."""
+    log.error("unhandled %s on %s %s", type(error).__name__, request.method, request.url.path)
+    return response(500, UNEXPECTED)
+
+
+HANDLERS: tuple[tuple[type[Exception], Any], ...] = (
+    (ProblemException, problem_exception),
+    (PreconditionFailed, precondition_failed),
+    (IdempotencyKeyReused, idempotency_key_reused),
+    (DatabaseUnavailable, database_unavailable),
+    (Exception, unexpected),
+)
