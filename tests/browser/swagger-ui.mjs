@@ -1,0 +1,64 @@
+// Uses the service's Swagger UI as a person would, in Debian's headless Chromium: reads the listed
+// operations, authorises with a bearer token, and creates a task through "Try it out" → Execute.
+// Env: BASE_URL, TOKEN, TITLE (of the task to create), SCREENSHOT (a PNG path, written at the end
+// and on failure). Prints what it saw as JSON; tests/test_swagger_ui.py judges it.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const { BASE_URL, TOKEN, TITLE, SCREENSHOT } = process.env;
+const profile = mkdtempSync(join(tmpdir(), "todo-api-chromium-"));
+const browser = await chromium.launchPersistentContext(profile, {
+  executablePath: "/usr/bin/chromium",
+  headless: true,
+  timeout: 30_000,
+  args: [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+  ],
+});
+const page = browser.pages()[0] ?? (await browser.newPage());
+page.setDefaultTimeout(15_000);
+
+try {
+  await page.goto(`${BASE_URL}/api/ui/`);
+  await page.locator(".opblock").first().waitFor();
+  const operations = await page.locator(".opblock").evaluateAll((blocks) =>
+    blocks.map((block) => ({
+      id: block.id.replaceAll("\\", ""), // Swagger UI CSS-escapes the id: tasks\.find
+      method: block.querySelector(".opblock-summary-method")?.textContent?.trim(),
+      path: block.querySelector(".opblock-summary-path")?.getAttribute("data-path"),
+      summary: block.querySelector(".opblock-summary-description")?.textContent?.trim(),
+    })),
+  );
+
+  await page.locator(".auth-wrapper button.authorize").click();
+  const dialog = page.locator(".modal-ux");
+  await dialog.locator("input").fill(TOKEN);
+  await dialog.getByRole("button", { name: "Authorize", exact: true }).click();
+  await dialog.getByRole("button", { name: "Close" }).click();
+
+  const create = page.locator(".opblock-post", { has: page.locator('[data-path="/api/tasks"]') });
+  await create.locator(".opblock-summary").click();
+  await create.getByRole("button", { name: "Try it out" }).click();
+  await create.locator("textarea.body-param__text").fill(JSON.stringify({ title: TITLE }));
+  await create.getByRole("button", { name: "Execute" }).click();
+  const live = create.locator(".live-responses-table .response");
+  await live.waitFor();
+  const status = Number(await live.locator(".response-col_status").textContent());
+  const body = await live.locator(".response-col_description .microlight").first().textContent();
+  const curl = await create.locator(".curl-command .curl").textContent();
+
+  console.log(JSON.stringify({ operations, created: { status, body: JSON.parse(body), curl } }));
+} finally {
+  if (SCREENSHOT) await page.screenshot({ path: SCREENSHOT, fullPage: true }).catch(() => {});
+  await browser.close();
+  rmSync(profile, { recursive: true, force: true });
+}

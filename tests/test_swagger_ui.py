@@ -1,0 +1,82 @@
+"""Swagger UI at /api/ui/ in a real browser (Debian's headless Chromium, driven by
+tests/browser/swagger-ui.mjs): it lists every operation of the contract, and a person who authorises
+with their token and uses "Try it out" on POST /api/tasks really creates a task."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, Service, User
+from tests.npm import install
+
+BROWSER = ROOT / "tests" / "browser"
+CHROMIUM = Path("/usr/bin/chromium")
+METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
+def ensure_chromium() -> None:
+    """Debian's Chromium, installed with apt-get when missing and we may (root)."""
+    if CHROMIUM.exists():
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium) as root")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
+
+
+@pytest.fixture(scope="module")
+def session(service: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One visit to Swagger UI by a fresh user: what the browser saw, and who and what it created."""
+    ensure_chromium()
+    install(BROWSER)
+    alice = User(service.base_url)
+    title = f"made in Swagger UI {uuid.uuid4()}"
+    screenshot = tmp_path_factory.mktemp("swagger-ui") / "swagger-ui.png"
+    env = dict(os.environ, BASE_URL=service.base_url, TOKEN=alice.token, TITLE=title, SCREENSHOT=str(screenshot))
+    result = subprocess.run(
+        ["node", "swagger-ui.mjs"], cwd=BROWSER, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\nlast screen: {screenshot}"
+    yield {"alice": alice, "title": title, **json.loads(result.stdout)}
+    alice.http.close()
+
+
+def test_every_operation_of_the_contract_is_listed_with_its_summary(session: dict[str, Any]) -> None:
+    contract = yaml.safe_load((ROOT / "openapi.yaml").read_text())
+    expected = [
+        (method.upper(), path, operation["operationId"], operation["summary"])
+        for path, item in contract["paths"].items()
+        for method, operation in item.items()
+        if method in METHODS
+    ]
+    listed = [
+        (shown["method"], shown["path"], shown["id"].rsplit("-", 1)[-1], shown["summary"])
+        for shown in session["operations"]
+    ]
+    assert sorted(listed) == sorted(expected)
+
+
+def test_try_it_out_with_the_authorised_token_creates_the_task(session: dict[str, Any]) -> None:
+    alice: User = session["alice"]
+    created = session["created"]
+    assert created["status"] == 201, created
+    assert f"Authorization: Bearer {alice.token}" in created["curl"]
+    assert created["body"]["title"] == session["title"]
+    assert created["body"]["user_id"] == alice.id
+
+    stored = alice.http.get(f"/api/tasks/{created['body']['id']}")
+    assert stored.status_code == 200, stored.text
+    assert stored.json()["title"] == session["title"]
+    assert [task["title"] for task in alice.http.get("/api/tasks").json()] == [session["title"]]
