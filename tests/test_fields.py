@@ -256,7 +256,9 @@ def test_put_requires_a_title(alice: User, db: Engine, body: Fields) -> None:
 def test_patch_with_no_field_is_422_and_changes_nothing(alice: User, db: Engine) -> None:
     task = alice.create(**FULL)
     before = stored(db, alice.id)
-    assert_problem(alice.http.patch(f"/api/tasks/{task['id']}", json={}), 422)
+    problem = assert_problem(alice.http.patch(f"/api/tasks/{task['id']}", json={}), 422)
+    assert problem["errors"] == [{"field": "body", "message": "must name at least one field to change"}]
+    assert problem["detail"] == "body must name at least one field to change"
     assert stored(db, alice.id) == before
 
 

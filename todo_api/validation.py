@@ -61,7 +61,7 @@ def _message(error: ValidationError) -> str:
         "maxItems": lambda: f"must have at most {value} items",
         "minimum": lambda: f"must be at least {value}",
         "maximum": lambda: f"must be at most {value}",
-        "minProperties": lambda: "give at least one field",
+        "minProperties": lambda: "must name at least one field to change",
         "pattern": lambda: "has characters or a length that are not allowed",
     }
     return messages.get(error.validator, lambda: "is not valid")()
