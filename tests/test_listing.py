@@ -389,6 +389,23 @@ def test_unknown_query_parameter_is_422(alice: User, params: Params) -> None:
 
 
 @pytest.mark.parametrize(
+    "query",
+    ["status=complete&status=active", "limit=5&limit=5", "q=a&q=b", "sort=title&sort=-title", "cursor=x&cursor=y"],
+)
+def test_a_single_valued_parameter_given_twice_is_422_not_silently_one_of_them(alice: User, query: str) -> None:
+    problem = assert_problem(alice.http.get(f"/api/tasks?{query}"), 422)
+    name = query.split("=")[0]
+    assert problem["errors"] == [{"field": name, "message": "is given more than once; give it once"}]
+
+
+def test_list_valued_parameters_may_repeat(alice: User) -> None:
+    alice.create(title="tagged", tags=["a", "b"], priority="high")
+    response = alice.http.get("/api/tasks?tag=a&tag=b&priority=high&priority=low")
+    assert response.status_code == 200, response.text
+    assert [task["title"] for task in response.json()] == ["tagged"]
+
+
+@pytest.mark.parametrize(
     "params",
     [
         {"status": "done"},

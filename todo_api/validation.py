@@ -12,7 +12,7 @@ from connexion.json_schema import Draft4RequestValidator
 from connexion.lifecycle import ConnexionRequest
 from connexion.validators import AbstractRequestBodyValidator, ParameterValidator
 from jsonschema import Draft4Validator, ValidationError
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, QueryParams
 from starlette.types import Receive, Scope
 
 from todo_api.problems import BadRequest, NotFound, Unprocessable, UnsupportedMediaType
@@ -151,8 +151,12 @@ class RequestParameterValidator(ParameterValidator):
         if self.strict_validation:
             for extra in sorted(self.validate_query_parameter_list(request, self.security_query_params)):
                 errors.append({"field": extra, "message": "is not a known query parameter"})
+        given = QueryParams(scope.get("query_string", b""))
         for param in self.parameters.get("query", []):
-            errors += self._errors(param, request.query_params.get(param["name"]))
+            if param["schema"].get("type") != "array" and len(given.getlist(param["name"])) > 1:
+                errors.append({"field": param["name"], "message": "is given more than once; give it once"})
+            else:
+                errors += self._errors(param, request.query_params.get(param["name"]))
         for param in self.parameters.get("header", []):
             errors += self._errors(param, request.headers.get(param["name"]))
         if errors:

@@ -15,7 +15,8 @@ export interface paths {
          * List the caller's tasks
          * @description Filters combine with AND. Results come in pages of `limit`; when more rows exist, the
          *     response carries `Link: <…>; rel="next"` with an opaque `cursor` bound to the caller and to
-         *     the filters and sort it was made with.
+         *     the filters and sort it was made with. Only `priority` and `tag` may be repeated; any
+         *     other parameter given twice is a 422 rather than silently one of its values.
          */
         get: operations["tasks.find"];
         put?: never;
