@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import jwt
@@ -362,6 +363,35 @@ def test_migrate_moves_the_schema_to_a_revision_and_back(env: Env, empty_url: st
         result = todo_api("migrate", *revision, env=config)
         assert result.returncode == 0, result.stderr
         assert schema.current(empty_url) == expected, revision
+
+
+def unusable(url: str, problem: str) -> str:
+    """`url` (a database this test may use) spoiled in one way, with a password to keep secret."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 5432
+    return {
+        "refused": f"postgresql://owner:hunter2-secret@{host}:{free_port()}/todo",
+        "unknown role": f"postgresql://no_such_role:hunter2-secret@{host}:{port}{parts.path}",
+        "bad sslmode": f"postgresql://{parts.username}:hunter2-secret@{host}:{port}{parts.path}?sslmode=sometimes",
+    }[problem]
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["migrate"]], ids=["serve", "migrate"])
+@pytest.mark.parametrize("problem", ["refused", "unknown role", "bad sslmode"])
+@pytest.mark.parametrize("variable", ["DATABASE_URL", "MIGRATION_DATABASE_URL"])
+def test_a_database_that_cannot_be_migrated_stops_the_start_with_one_line(
+    env: Env, database_url: str, command: list[str], problem: str, variable: str
+) -> None:
+    result = todo_api(*command, env=env(**{variable: unusable(database_url, problem)}), timeout=30)
+    line = assert_refused(result, variable)
+    assert line.startswith(f"todo-api: cannot migrate: {variable}: "), line
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_migrate_to_an_unknown_revision_is_one_line(env: Env, database_url: str) -> None:
+    result = todo_api("migrate", "no_such_revision", env=env())
+    assert_refused(result, "no_such_revision")
+    assert schema.current(database_url) == schema.head()
 
 
 def test_serve_applies_pending_migrations_first(env: Env, empty_url: str) -> None:

@@ -56,6 +56,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"todo-api: configuration error: {error}", file=sys.stderr)
         return 2
+    except MigrationError as error:
+        print(f"todo-api: cannot migrate: {error}", file=sys.stderr)
+        return 1
+
+
+class MigrationError(Exception):
+    """The schema could not be brought to the revision asked for; the message is one line."""
+
+
+def _apply_migrations(settings: Settings, revision: str = "head") -> str:
+    """Migrate as the owner role (MIGRATION_DATABASE_URL, else DATABASE_URL); returns that URL."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import DBAPIError
+
+    from persistence import schema
+
+    url = settings.migration_database_url or settings.database_url or ""
+    try:
+        schema.migrate(url, revision)
+    except DBAPIError as error:  # the driver's words name host and cause, never the password
+        source = "MIGRATION_DATABASE_URL" if settings.migration_database_url else "DATABASE_URL"
+        reason = " ".join(str(error.orig).split())
+        raise MigrationError(f"{source}: {reason}") from None
+    except CommandError as error:
+        raise MigrationError(str(error)) from None
+    return url
 
 
 def _require_token_source(settings: Settings) -> None:
@@ -89,12 +115,11 @@ def _database(settings: Settings) -> Settings:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from persistence import schema
     from todo_api.transport import BoundedHttpToolsProtocol
 
     settings = _database(settings)
     if not args.no_migrate:
-        schema.migrate(settings.migration_database_url or settings.database_url or "")
+        _apply_migrations(settings)
     # Workers are separate processes that read their settings from the environment.
     os.environ["DATABASE_URL"] = settings.database_url or ""
     if settings.better_auth_secret:
@@ -124,9 +149,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from persistence import schema
 
-    settings = _database(settings)
-    url = settings.migration_database_url or settings.database_url or ""
-    schema.migrate(url, args.revision)
+    url = _apply_migrations(_database(settings), args.revision)
     print(f"todo-api: schema at {schema.current(url) or 'base'}")
     return 0
 
