@@ -20,6 +20,7 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    case,
     cast,
     delete,
     exists,
@@ -249,7 +250,8 @@ async def update_for_user(
     toggle_completed: bool = False,
     expected_versions: Sequence[int] | None = None,
 ) -> Row | None:
-    """Apply `changes` (or flip `completed`); None when the user has no such task.
+    """Apply `changes` (or flip `completed`); None when the user has no such task. A write that
+    changes nothing leaves `version` and `updated_at` alone, so repeating it is idempotent.
 
     Raises PreconditionFailed when `expected_versions` is given and the task's is not in it.
     """
@@ -260,10 +262,15 @@ async def update_for_user(
         values: dict[str, Any] = {name: bindparam(name) for name in names}
         if toggle_completed:
             values["completed"] = not_(tasks.c.completed)
+        changed = or_(toggle_completed, *(tasks.c[name].is_distinct_from(bindparam(name)) for name in names))
         return (
             update(tasks)
             .where(*_task_matches(checked))
-            .values(**values, version=tasks.c.version + 1, updated_at=func.clock_timestamp())
+            .values(
+                **values,
+                version=case((changed, tasks.c.version + 1), else_=tasks.c.version),
+                updated_at=case((changed, func.clock_timestamp()), else_=tasks.c.updated_at),
+            )
             .returning(*_columns)
         )
 

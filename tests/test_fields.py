@@ -312,12 +312,35 @@ def test_status_is_derived_from_completed(alice: User, created: Fields, change: 
 @pytest.mark.parametrize("value", [True, False])
 def test_complete_with_a_value_sets_it_idempotently(alice: User, db: Engine, initially: bool, value: bool) -> None:
     task = alice.create(completed=initially)
-    for _ in range(2):
-        response = alice.http.patch(f"/api/tasks/{task['id']}/complete", json={"completed": value})
+    answers = [alice.http.patch(f"/api/tasks/{task['id']}/complete", json={"completed": value}) for _ in range(2)]
+    for response in answers:
         assert response.status_code == 200, response.text
         assert response.json()["completed"] is value
         assert response.json()["status"] == ("complete" if value else "incomplete")
+    first, again = answers
+    assert again.json() == first.json() and again.headers["etag"] == first.headers["etag"]
     assert stored_task(db, task)["completed"] is value
+
+
+NO_CHANGES: list[tuple[str, str, Fields]] = [
+    ("PATCH", "/complete", {"completed": False}),
+    ("PATCH", "", {"title": "  same  "}),
+    ("PATCH", "", {"tags": ["Work", "work", " Work "]}),
+    ("PATCH", "", {"due_date": "2030-01-01T01:00:00+01:00"}),
+    ("PATCH", "", {"description": None, "priority": "medium", "completed": False}),
+    ("PUT", "", {"title": "same"}),
+]
+
+
+def test_a_write_that_changes_nothing_keeps_the_etag_and_updated_at(alice: User, db: Engine) -> None:
+    task = alice.create(title="same", tags=["Work"], due_date="2030-01-01T00:00:00Z")
+    etag = alice.http.get(f"/api/tasks/{task['id']}").headers["etag"]
+    for method, suffix, body in NO_CHANGES:
+        response = alice.http.request(method, f"/api/tasks/{task['id']}{suffix}", json=body)
+        assert response.status_code == 200, (method, suffix, body, response.text)
+        assert response.json() == task, body
+        assert response.headers["etag"] == etag, body
+    assert stored_task(db, task)["updated_at"] == instant(task["updated_at"])
 
 
 EMPTY_BODIES: dict[str, Callable[[], dict[str, Any]]] = {

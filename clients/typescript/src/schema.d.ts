@@ -256,7 +256,7 @@ export interface components {
             readonly created_at: string;
             /**
              * Format: date-time
-             * @description Changes on every modification.
+             * @description Changes on every modification; a write that changes nothing leaves it (and the `ETag`) as it was.
              */
             readonly updated_at: string;
         };
@@ -477,7 +477,7 @@ export interface components {
     headers: {
         /** @description The task's URL, `/api/tasks/{id}`. */
         Location: string;
-        /** @description The task's current entity tag, for `If-Match`. */
+        /** @description The task's current entity tag, for `If-Match`; it changes exactly when the task does. */
         ETag: string;
         /** @description `<url>; rel="next"` (RFC 8288) when another page exists. */
         Link: string;
