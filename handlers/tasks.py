@@ -57,9 +57,12 @@ async def create(user: str, token_info: dict[str, Any], body: dict[str, Any]) ->
 
 
 async def get(user: str, id: int) -> Response:
+    """The task, or 304 when `If-None-Match` names its current ETag."""
     task = await tasks.get_for_user(user, id)
     if task is None:
         raise _not_found(id)
+    if _holds_current(request.headers.get("if-none-match"), _etag(task)):
+        return Response(status_code=304, headers={"ETag": _etag(task)})
     return _json(_task(task), etag=task)
 
 
@@ -202,6 +205,13 @@ def _if_match() -> list[int] | None:
         if match := _ETAG.fullmatch(tag):
             versions.append(int(match[1]))
     return versions
+
+
+def _holds_current(if_none_match: str | None, etag: str) -> bool:
+    """`If-None-Match` is `*` or lists `etag`, weakly compared (RFC 9110 13.1.2)."""
+    if if_none_match is None:
+        return False
+    return any(tag == "*" or tag.removeprefix("W/") == etag for tag in map(str.strip, if_none_match.split(",")))
 
 
 def _etag(task: Any) -> str:

@@ -28,8 +28,9 @@ def test_the_readme_curl_session_runs_as_written(service: Service) -> None:
         ["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    listed, completed, renamed, deleted = result.stdout.splitlines()
+    listed, completed, revalidated, renamed, deleted = result.stdout.splitlines()
     assert [task["title"] for task in json.loads(listed)][:1] == ["Buy milk"]
     assert json.loads(completed)["completed"] is True
+    assert revalidated == "304"
     assert json.loads(renamed)["title"] == "Buy oat milk"
     assert deleted == "204"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tests.conftest import TASK_FIELDS, User
+import pytest
+
+from tests.conftest import TASK_FIELDS, User, assert_problem
 
 
 def test_create_returns_the_task_with_location_and_etag(alice: User) -> None:
@@ -25,3 +27,25 @@ def test_create_returns_the_task_with_location_and_etag(alice: User) -> None:
 def test_empty_list_is_an_empty_array(alice: User) -> None:
     response = alice.http.get("/api/tasks")
     assert response.status_code == 200 and response.json() == []
+
+
+@pytest.mark.parametrize("base", ["/api/tasks", "/api/{user}/tasks"], ids=["primary", "compatibility"])
+def test_if_none_match_naming_the_current_etag_is_304_without_a_body(alice: User, base: str) -> None:
+    path = f"{base.format(user=alice.id)}/{alice.create(title='cached')['id']}"
+    etag = alice.http.get(path).headers["etag"]
+    for header in [etag, f"W/{etag}", f'"v999", {etag}', "*"]:
+        response = alice.http.get(path, headers={"If-None-Match": header})
+        assert response.status_code == 304, (header, response.text)
+        assert response.content == b"" and response.headers["etag"] == etag
+    assert alice.http.get(path, headers={"If-None-Match": '"v999"'}).json()["title"] == "cached"
+    alice.http.patch(path, json={"title": "changed"})
+    response = alice.http.get(path, headers={"If-None-Match": etag})
+    assert response.status_code == 200 and response.json()["title"] == "changed"
+    assert response.headers["etag"] != etag
+
+
+def test_if_none_match_reveals_nothing_of_another_users_task(alice: User, bob: User) -> None:
+    task = bob.create(title="bob's")
+    etag = bob.http.get(f"/api/tasks/{task['id']}").headers["etag"]
+    for header in ["*", etag]:
+        assert_problem(alice.http.get(f"/api/tasks/{task['id']}", headers={"If-None-Match": header}), 404)

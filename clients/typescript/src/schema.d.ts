@@ -429,6 +429,11 @@ export interface components {
         UserId: string;
         /** @description `*` or a comma-separated list of ETags (RFC 9110); on mismatch, 412 and nothing changes. */
         IfMatch: string;
+        /**
+         * @description `*` or a comma-separated list of ETags (RFC 9110, weak comparison): when one is the task's
+         *     current ETag, the answer is 304 with no body, so a client can revalidate what it holds.
+         */
+        IfNoneMatch: string;
         /** @description Client-chosen key (visible ASCII, at most 255 characters), remembered per user for 24 hours. */
         IdempotencyKey: string;
         /**
@@ -595,7 +600,13 @@ export interface operations {
     "tasks.get": {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description `*` or a comma-separated list of ETags (RFC 9110, weak comparison): when one is the task's
+                 *     current ETag, the answer is 304 with no body, so a client can revalidate what it holds.
+                 */
+                "If-None-Match"?: components["parameters"]["IfNoneMatch"];
+            };
             path: {
                 /** @description The task's id. Anything that is not one of the caller's task ids is a 404. */
                 id: components["parameters"]["TaskId"];
@@ -614,8 +625,17 @@ export interface operations {
                     "application/json": components["schemas"]["Task"];
                 };
             };
+            /** @description The task is unchanged since the ETag given in `If-None-Match`; no body. */
+            304: {
+                headers: {
+                    ETag: components["headers"]["ETag"];
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
             401: components["responses"]["Unauthorized"];
             404: components["responses"]["NotFound"];
+            422: components["responses"]["UnprocessableEntity"];
             503: components["responses"]["ServiceUnavailable"];
         };
     };
@@ -878,7 +898,13 @@ export interface operations {
     "user_tasks.get": {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description `*` or a comma-separated list of ETags (RFC 9110, weak comparison): when one is the task's
+                 *     current ETag, the answer is 304 with no body, so a client can revalidate what it holds.
+                 */
+                "If-None-Match"?: components["parameters"]["IfNoneMatch"];
+            };
             path: {
                 /** @description Must equal the token's subject; any other value is a 403. */
                 user_id: components["parameters"]["UserId"];
@@ -899,9 +925,18 @@ export interface operations {
                     "application/json": components["schemas"]["Task"];
                 };
             };
+            /** @description The task is unchanged since the ETag given in `If-None-Match`; no body. */
+            304: {
+                headers: {
+                    ETag: components["headers"]["ETag"];
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
+            422: components["responses"]["UnprocessableEntity"];
             503: components["responses"]["ServiceUnavailable"];
         };
     };
