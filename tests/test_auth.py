@@ -150,6 +150,35 @@ def test_a_401_problem_is_json_with_detail_and_no_token_echo(client: httpx.Clien
     assert SECRET not in json.dumps(problem)
 
 
+@pytest.mark.parametrize("authorization", [None, "Basic dXNlcjpwYXNzd29yZA==", "Token abc.def.ghi"])
+def test_a_request_without_a_bearer_token_gets_the_bare_challenge(
+    client: httpx.Client, authorization: str | None
+) -> None:
+    headers = {} if authorization is None else {"Authorization": authorization}
+    response = client.get("/api/tasks", headers=headers)
+    assert_problem(response, 401)
+    assert response.headers["www-authenticate"] == 'Bearer realm="todo-api"'  # RFC 6750 3.1: no error code
+
+
+def test_a_refused_token_gets_an_invalid_token_challenge_saying_why(client: httpx.Client) -> None:
+    expired = mint(fresh_id(), ttl=-120)
+    response = tasks_as(client, expired)
+    problem = assert_problem(response, 401)
+    assert response.headers["www-authenticate"] == (
+        f'Bearer realm="todo-api", error="invalid_token", error_description="{problem["detail"]}"'
+    )
+
+
+def test_a_hostile_alg_cannot_break_out_of_the_challenge(client: httpx.Client) -> None:
+    token = forge({"alg": 'x"\r\nX-Injected: 1\u00e9\\', "typ": "JWT"}, claims(fresh_id()))
+    response = tasks_as(client, token)
+    assert_problem(response, 401)
+    assert "x-injected" not in response.headers
+    challenge = response.headers["www-authenticate"]
+    description = challenge.split('error_description="', 1)[1]
+    assert description.endswith('"') and all(" " <= c <= "~" and c not in '\\"' for c in description[:-1])
+
+
 # --- signature and algorithm -----------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ log = logging.getLogger("todo_api")
 
 MEDIA_TYPE = "application/problem+json"
 RETRY_AFTER_SECONDS = "2"
+CHALLENGE = 'Bearer realm="todo-api"'
 UNEXPECTED = "the server failed to answer this request"
 FieldErrors = Sequence[dict[str, str]]
 
@@ -40,7 +41,16 @@ class BadRequest(Problem):
 
 
 class Unauthorized(Problem):
+    """A bearer token was presented and refused: RFC 6750's `invalid_token` challenge says why.
+    (A request without a token gets the bare challenge, added in `response`.)"""
+
     status_code = 401
+
+    def __init__(self, detail: str) -> None:
+        # Parts of the detail come from the token (its `alg`): printable ASCII only, no `\`, no `"`.
+        description = "".join("'" if c == '"' else c for c in detail[:200] if " " <= c <= "~" and c != "\\")
+        challenge = f'{CHALLENGE}, error="invalid_token", error_description="{description}"'
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
 
 
 class Forbidden(Problem):
@@ -93,7 +103,7 @@ def response(
 ) -> ConnexionResponse:
     headers = dict(headers or {})
     if status == 401:
-        headers.setdefault("WWW-Authenticate", 'Bearer realm="todo-api"')
+        headers.setdefault("WWW-Authenticate", CHALLENGE)
     if status == 503:
         headers.setdefault("Retry-After", RETRY_AFTER_SECONDS)
     return ConnexionResponse(

@@ -486,7 +486,10 @@ export interface components {
         ETag: string;
         /** @description `<url>; rel="next"` (RFC 8288) when another page exists. */
         Link: string;
-        /** @description `Bearer` challenge (RFC 6750). */
+        /**
+         * @description `Bearer realm="todo-api"` (RFC 6750); when a token was sent and refused, followed by
+         *     `error="invalid_token"` and an `error_description` with the problem's `detail`.
+         */
         WWWAuthenticate: string;
         /** @description Seconds to wait before retrying. */
         RetryAfter: number;
