@@ -171,6 +171,18 @@ def test_a_preflight_from_a_listed_origin_is_allowed_without_a_token(
     assert method.lower() in header_list(response, "access-control-allow-methods")
 
 
+def test_a_preflight_allows_every_request_header_the_contract_declares(cors_service: Service) -> None:
+    contract = yaml.safe_load((ROOT / "openapi.yaml").read_text())
+    declared = {p["name"].lower() for p in contract["components"]["parameters"].values() if p["in"] == "header"}
+    assert {"if-match", "if-none-match", "idempotency-key"} <= declared
+    wanted = declared | {"authorization", "content-type", "x-request-id"}
+    headers = {**preflight(ORIGINS[0], "PATCH"), "Access-Control-Request-Headers": ",".join(sorted(wanted))}
+    with client_for(cors_service) as http:
+        response = http.options("/api/tasks/1", headers=headers)
+    assert response.status_code in {200, 204}, response.text
+    assert wanted <= header_list(response, "access-control-allow-headers")
+
+
 @pytest.mark.parametrize("origin", ORIGINS)
 def test_a_listed_origin_may_read_location_etag_and_link(cors_service: Service, origin: str) -> None:
     with client_for(cors_service, new_user()) as http:

@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None) -> RequestContext:
 
     spec = contract()
     allowed_methods = _allowed_methods(spec)  # read before Connexion works on the same data
+    request_headers = ["Authorization", "Content-Type", "X-Request-ID", *_request_headers(spec)]
     app = AsyncApp(__name__, lifespan=lifespan)
     app.add_api(
         spec,
@@ -71,7 +72,7 @@ def create_app(settings: Settings | None = None) -> RequestContext:
             MiddlewarePosition.BEFORE_EXCEPTION,
             allow_origins=list(settings.cors_origins),
             allow_methods=list(_METHODS),
-            allow_headers=["Authorization", "Content-Type", "If-Match", "Idempotency-Key"],
+            allow_headers=request_headers,
             expose_headers=["Location", "ETag", "Link"],
             max_age=600,
         )
@@ -82,6 +83,13 @@ def contract() -> dict[str, Any]:
     """openapi.yaml as plain data; the JSON round trip unshares YAML aliases, which Connexion
     would otherwise mutate through one operation into another."""
     return json.loads(json.dumps(yaml.safe_load(CONTRACT.read_text())))
+
+
+def _request_headers(spec: dict[str, Any]) -> list[str]:
+    """Every header parameter the contract declares (If-Match, Idempotency-Key, …), for CORS."""
+    return sorted(
+        {parameter["name"] for parameter in spec["components"]["parameters"].values() if parameter["in"] == "header"}
+    )
 
 
 def _allowed_methods(spec: dict[str, Any]) -> Callable[[str], list[str]]:
