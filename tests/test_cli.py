@@ -194,12 +194,22 @@ def test_token_with_a_configured_issuer_and_audience_is_accepted_by_that_service
     assert response.status_code == 200, response.text
 
 
-@pytest.mark.parametrize("ttl", ["soon", "1.5"])
-def test_token_rejects_a_ttl_that_is_not_whole_seconds(env: Env, ttl: str) -> None:
+@pytest.mark.parametrize("ttl", ["soon", "1.5", "0", "-60"])
+def test_token_rejects_a_ttl_that_is_not_a_positive_whole_number_of_seconds(env: Env, ttl: str) -> None:
     result = todo_api("token", "someone", "--ttl", ttl, env=env())
     assert result.returncode != 0
     assert result.stdout == ""
     assert "--ttl" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--port", "70000"), ("--port", "-1"), ("--port", "http"), ("--workers", "0"), ("--workers", "two")],
+)
+def test_serve_refuses_a_port_or_worker_count_out_of_range(env: Env, option: str, value: str) -> None:
+    result = todo_api("serve", "--no-migrate", option, value, env=env(), timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert f"argument {option}: must be" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_token_without_a_secret_uses_the_development_secret_kept_beside_the_embedded_data(

@@ -11,7 +11,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from todo_api import embedded
 from todo_api.settings import ConfigError, Settings, load
@@ -35,8 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     serve = commands.add_parser("serve", help="apply pending migrations, then serve HTTP")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes, e.g. one per core (default 1)")
+    serve.add_argument("--port", type=_whole(0, 65535), default=8000, help="port to listen on (default 8000)")
+    serve.add_argument(
+        "--workers", type=_whole(1, 64), default=1, help="worker processes, e.g. one per core (default 1)"
+    )
     serve.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations first")
 
     migrate = commands.add_parser("migrate", help="upgrade (or downgrade) the schema to a revision")
@@ -45,7 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     token = commands.add_parser("token", help="mint a development HS256 token signed with BETTER_AUTH_SECRET")
     token.add_argument("user_id", metavar="USER_ID", help="the token's subject")
     token.add_argument("--email", help="email claim, copied into the user's row on first write")
-    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    token.add_argument(
+        "--ttl", type=_whole(1, 10 * 365 * 86400), default=3600, help="lifetime in seconds (default 3600)"
+    )
 
     commands.add_parser("check", help="validate openapi.yaml and the configuration, then exit")
 
@@ -59,6 +63,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MigrationError as error:
         print(f"todo-api: cannot migrate: {error}", file=sys.stderr)
         return 1
+
+
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from `low` to `high` (the kernel would wrap port 70000)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number (got {text!r})") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high} (got {value})")
+        return value
+
+    return parse
 
 
 class MigrationError(Exception):
