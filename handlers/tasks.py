@@ -199,7 +199,7 @@ def _if_match() -> list[int] | None:
     if header is None:
         return None
     versions = []
-    for tag in (part.strip() for part in header.split(",")):
+    for tag in _entity_tags(header):
         if tag == "*":
             return None
         if match := _ETAG.fullmatch(tag):
@@ -211,7 +211,12 @@ def _holds_current(if_none_match: str | None, etag: str) -> bool:
     """`If-None-Match` is `*` or lists `etag`, weakly compared (RFC 9110 13.1.2)."""
     if if_none_match is None:
         return False
-    return any(tag == "*" or tag.removeprefix("W/") == etag for tag in map(str.strip, if_none_match.split(",")))
+    return any(tag == "*" or tag.removeprefix("W/") == etag for tag in _entity_tags(if_none_match))
+
+
+def _entity_tags(header: str) -> list[str]:
+    """The members of an If-Match / If-None-Match list (`*` or entity tags, comma-separated)."""
+    return [part.strip() for part in header.split(",")]
 
 
 def _etag(task: Any) -> str:
