@@ -1,16 +1,16 @@
 // Uses the service's Swagger UI as a person would, in Debian's headless Chromium: reads the listed
 // operations, authorises with a bearer token, and creates a task through "Try it out" → Execute.
-// Env: BASE_URL, TOKEN, TITLE (of the task to create), SCREENSHOT (a PNG path, written at the end
-// and on failure). Prints what it saw as JSON; tests/test_swagger_ui.py judges it.
+// Env: CHROMIUM (its executable), BASE_URL, TOKEN, TITLE (of the task to create), SCREENSHOT (a PNG
+// path, written at the end and on failure). Prints what it saw as JSON; tests/test_swagger_ui.py judges it.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
-const { BASE_URL, TOKEN, TITLE, SCREENSHOT } = process.env;
+const { CHROMIUM, BASE_URL, TOKEN, TITLE, SCREENSHOT } = process.env;
 const profile = mkdtempSync(join(tmpdir(), "todo-api-chromium-"));
 const browser = await chromium.launchPersistentContext(profile, {
-  executablePath: "/usr/bin/chromium",
+  executablePath: CHROMIUM,
   headless: true,
   timeout: 30_000,
   args: [
