@@ -1,6 +1,7 @@
 """Swagger UI at /api/ui/ in a real browser (Debian's headless Chromium, driven by
 tests/browser/swagger-ui.mjs): it lists every operation of the contract, and a person who authorises
-with their token and uses "Try it out" on POST /api/tasks really creates a task."""
+with their token and uses "Try it out" on POST /api/tasks really creates a task; each error response
+shows an example of its own status."""
 
 from __future__ import annotations
 
@@ -73,3 +74,15 @@ def test_try_it_out_with_the_authorised_token_creates_the_task(session: dict[str
     assert stored.status_code == 200, stored.text
     assert stored.json()["title"] == session["title"]
     assert [task["title"] for task in alice.http.get("/api/tasks").json()] == [session["title"]]
+
+
+def test_each_error_response_shows_the_contract_example_of_its_own_status(session: dict[str, Any]) -> None:
+    contract = yaml.safe_load((ROOT / "openapi.yaml").read_text())
+    responses = contract["paths"]["/api/tasks/{id}"]["get"]["responses"]
+    shown = {int(code): json.loads(text) for code, text in session["examples"].items() if text and int(code) >= 400}
+    assert sorted(shown) == sorted(int(code) for code in responses if int(code) >= 400)
+    for status, problem in shown.items():
+        component = contract["components"]["responses"][responses[str(status)]["$ref"].rsplit("/", 1)[-1]]
+        first = next(iter(component["content"]["application/problem+json"]["examples"].values()))["value"]
+        assert problem["status"] == status
+        assert problem == first
