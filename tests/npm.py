@@ -24,8 +24,13 @@ def install(folder: Path) -> None:
 
 def run(folder: Path, *args: str, timeout: float = 180, **env: str) -> subprocess.CompletedProcess[str]:
     """`npm run ARGS` in `folder` with extra environment; output captured."""
+    return npm(folder, "run", "--silent", *args, timeout=timeout, **env)
+
+
+def npm(folder: Path, *args: str, timeout: float = 180, **env: str) -> subprocess.CompletedProcess[str]:
+    """`npm ARGS` in `folder` with extra environment; output captured."""
     return subprocess.run(
-        [prerequisites.npm(), "run", "--silent", *args],
+        [prerequisites.npm(), *args],
         cwd=folder,
         env={**os.environ, **env},
         capture_output=True,
