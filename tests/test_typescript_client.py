@@ -38,7 +38,7 @@ def client() -> Path:
 
 @pytest.fixture(scope="module")
 def packed(client: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """What `npm pack` made of the client (its `prepack` builds dist/): npm's report, and `tarball`."""
+    """What `npm pack` made of the client (its `prepare` script builds dist/): npm's report, and `tarball`."""
     destination = tmp_path_factory.mktemp("pack")
     result = npm(client, "pack", "--json", "--pack-destination", str(destination))
     assert result.returncode == 0, result.stdout + result.stderr
