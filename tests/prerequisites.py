@@ -14,6 +14,7 @@ from functools import cache
 
 import pytest
 
+NODE_AT_LEAST = (20, 19)
 SEARCH_PATH = f"{os.environ.get('PATH', '')}:/usr/local/sbin:/usr/sbin:/sbin"
 
 
@@ -44,9 +45,14 @@ def _apt_install(package: str) -> None:
     assert result.returncode == 0, f"apt-get install {package} failed:\n{result.stdout}\n{result.stderr}"
 
 
+@cache
 def node() -> str:
     """Node.js 20.19+, not installed by the tests: Debian 12's nodejs package is too old for them."""
-    return program("node", "nodejs", installable=False, why=" (Node.js 20.19 or newer, with npm)")
+    found = program("node", "nodejs", installable=False, why=" (Node.js 20.19 or newer, with npm)")
+    version = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=60).stdout.strip()
+    if tuple(int(part) for part in version.lstrip("v").split(".")[:2]) < NODE_AT_LEAST:
+        pytest.skip(f"Node.js {version} is too old: these tests need 20.19 or newer")
+    return found
 
 
 def npm() -> str:
