@@ -17,10 +17,9 @@ from functools import partial
 from pathlib import Path
 
 import psycopg
-import pytest
 from sqlalchemy.engine import make_url
 
-from tests import processes
+from tests import prerequisites, processes
 
 _routes: dict[str, str] = {}
 
@@ -41,26 +40,11 @@ def routed(database_url: str) -> Iterator[str]:
             del _routes[database_url]
 
 
-def binary() -> str:
-    """The pgbouncer executable, installed with apt-get when missing and running as root."""
-    found = shutil.which("pgbouncer", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/usr/bin")
-    if found:
-        return found
-    if os.geteuid() != 0:
-        pytest.fail("pgbouncer is not installed and only root can install it: run `apt-get install -y pgbouncer`")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "pgbouncer"]
-    if subprocess.run(install, env=env, capture_output=True, timeout=600).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
-        result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, f"apt-get install pgbouncer failed:\n{result.stdout}\n{result.stderr}"
-    return binary()
-
-
 @contextmanager
 def running(database_url: str, *, pool_size: int = 20) -> Iterator[str]:
     """PgBouncer (pool_mode=transaction, trust auth, `pool_size` server connections) on 127.0.0.1 in
     front of `database_url`; yields its URL."""
+    pgbouncer = prerequisites.program("pgbouncer", "pgbouncer")
     target = make_url(database_url)
     host = str(target.query.get("host") or target.host or "127.0.0.1")
     user = target.username or "postgres"
@@ -78,7 +62,7 @@ def running(database_url: str, *, pool_size: int = 20) -> Iterator[str]:
         f"auth_type = trust\nauth_file = {folder / 'users.txt'}\n"
         f"pool_mode = transaction\ndefault_pool_size = {pool_size}\nmax_client_conn = 2000\n"
     )
-    command = [binary(), str(folder / "pgbouncer.ini")]
+    command = [pgbouncer, str(folder / "pgbouncer.ini")]
     if os.geteuid() == 0:  # pgbouncer refuses to run as root; use the embedded server's own user
         command[1:1] = ["-u", _unprivileged_user()]
     log_path = folder / "pgbouncer.log"

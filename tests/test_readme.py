@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests import prerequisites
 from tests.conftest import ROOT, SECRET, Service
 
 
@@ -19,6 +20,7 @@ def _first_session() -> str:
 
 
 def test_the_readme_curl_session_runs_as_written(service: Service) -> None:
+    prerequisites.program("curl", "curl")
     script = _first_session()
     script = script.replace("http://127.0.0.1:8000", service.base_url)
     script = script.replace(".venv/bin/todo-api", str(Path(sys.executable).with_name("todo-api")))

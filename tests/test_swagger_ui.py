@@ -1,52 +1,46 @@
 """Swagger UI at /api/ui/ in a real browser (Debian's headless Chromium, driven by
 tests/browser/swagger-ui.mjs): it lists every operation of the contract, and a person who authorises
-with their token and uses "Try it out" on POST /api/tasks really creates a task."""
+with their token and uses "Try it out" on POST /api/tasks really creates a task; each error response
+shows an example of its own status."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests import prerequisites
 from tests.conftest import ROOT, Service, User
 from tests.npm import install
 
 BROWSER = ROOT / "tests" / "browser"
-CHROMIUM = Path("/usr/bin/chromium")
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
-
-
-def ensure_chromium() -> None:
-    """Debian's Chromium, installed with apt-get when missing and we may (root)."""
-    if CHROMIUM.exists():
-        return
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium) as root")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
-        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-        assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
 
 
 @pytest.fixture(scope="module")
 def session(service: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """One visit to Swagger UI by a fresh user: what the browser saw, and who and what it created."""
-    ensure_chromium()
+    chromium = prerequisites.program("chromium", "chromium")
     install(BROWSER)
     alice = User(service.base_url)
     title = f"made in Swagger UI {uuid.uuid4()}"
     screenshot = tmp_path_factory.mktemp("swagger-ui") / "swagger-ui.png"
-    env = dict(os.environ, BASE_URL=service.base_url, TOKEN=alice.token, TITLE=title, SCREENSHOT=str(screenshot))
+    env = dict(
+        os.environ,
+        CHROMIUM=chromium,
+        BASE_URL=service.base_url,
+        TOKEN=alice.token,
+        TITLE=title,
+        SCREENSHOT=str(screenshot),
+    )
     result = subprocess.run(
-        ["node", "swagger-ui.mjs"], cwd=BROWSER, env=env, capture_output=True, text=True, timeout=120
+        [prerequisites.node(), "swagger-ui.mjs"], cwd=BROWSER, env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\nlast screen: {screenshot}"
     yield {"alice": alice, "title": title, **json.loads(result.stdout)}
@@ -80,3 +74,15 @@ def test_try_it_out_with_the_authorised_token_creates_the_task(session: dict[str
     assert stored.status_code == 200, stored.text
     assert stored.json()["title"] == session["title"]
     assert [task["title"] for task in alice.http.get("/api/tasks").json()] == [session["title"]]
+
+
+def test_each_error_response_shows_the_contract_example_of_its_own_status(session: dict[str, Any]) -> None:
+    contract = yaml.safe_load((ROOT / "openapi.yaml").read_text())
+    responses = contract["paths"]["/api/tasks/{id}"]["get"]["responses"]
+    shown = {int(code): json.loads(text) for code, text in session["examples"].items() if text and int(code) >= 400}
+    assert sorted(shown) == sorted(int(code) for code in responses if int(code) >= 400)
+    for status, problem in shown.items():
+        component = contract["components"]["responses"][responses[str(status)]["$ref"].rsplit("/", 1)[-1]]
+        first = next(iter(component["content"]["application/problem+json"]["examples"].values()))["value"]
+        assert problem["status"] == status
+        assert problem == first

@@ -1,23 +1,49 @@
 """The TypeScript client a frontend gets from the contract (clients/typescript): its generated types
-are those of today's openapi.yaml, it type-checks, and its calls work against the live service."""
+are those of today's openapi.yaml, it type-checks, its calls work against the live service, and
+it is a package: versioned with the contract, packed by `npm pack`, and usable from a fresh
+project under tsc and Node."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
+from tests import prerequisites
 from tests.conftest import ROOT, Service, User
-from tests.npm import install, run
+from tests.npm import install, npm, run
 
 CLIENT = ROOT / "clients" / "typescript"
+PACKAGE = json.loads((CLIENT / "package.json").read_text())
+
+
+def node(folder: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`node ARGS` in `folder` with extra environment; output captured."""
+    command = [prerequisites.node(), *args]
+    return subprocess.run(command, cwd=folder, env={**os.environ, **env}, capture_output=True, text=True, timeout=180)
 
 
 @pytest.fixture(scope="module")
 def client() -> Path:
     install(CLIENT)
     return CLIENT
+
+
+@pytest.fixture(scope="module")
+def packed(client: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """What `npm pack` made of the client (its `prepare` script builds dist/): npm's report, and `tarball`."""
+    destination = tmp_path_factory.mktemp("pack")
+    result = npm(client, "pack", "--json", "--pack-destination", str(destination))
+    assert result.returncode == 0, result.stdout + result.stderr
+    [report] = json.loads(result.stdout)
+    return {**report, "tarball": destination / report["filename"]}
 
 
 def test_the_committed_types_are_generated_from_the_current_contract(client: Path) -> None:
@@ -38,3 +64,60 @@ def test_the_client_works_against_the_live_service(client: Path, service: Servic
     failed = re.search(r"^(?:#|ℹ) fail (\d+)$", output, re.MULTILINE)
     assert passed and int(passed[1]) > 0, output
     assert failed and int(failed[1]) == 0, output
+
+
+def test_the_package_is_versioned_with_the_contract() -> None:
+    contract = yaml.safe_load((ROOT / "openapi.yaml").read_text())
+    lock = json.loads((CLIENT / "package-lock.json").read_text())
+    assert PACKAGE["version"] == contract["info"]["version"]
+    assert lock["version"] == lock["packages"][""]["version"] == PACKAGE["version"]
+
+
+def test_the_packed_package_ships_its_esm_build_and_declarations(packed: dict[str, Any]) -> None:
+    assert packed["name"] == PACKAGE["name"] and packed["version"] == PACKAGE["version"]
+    shipped = {file["path"] for file in packed["files"]}
+    assert {"package.json", "dist/index.js", "dist/index.d.ts", "dist/tasks.js", "dist/schema.d.ts"} <= shipped
+    assert all(path.startswith("dist/") or "/" not in path for path in shipped), shipped
+    assert PACKAGE["exports"]["."] == {"types": "./dist/index.d.ts", "default": "./dist/index.js"}
+    assert "openapi-fetch" in PACKAGE["dependencies"], "dependents must get openapi-fetch with the client"
+
+
+def test_a_fresh_project_installs_the_tarball_type_checks_and_runs_against_the_service(
+    packed: dict[str, Any], service: Service, alice: User, tmp_path: Path
+) -> None:
+    app = tmp_path / "app"
+    (app / "src").mkdir(parents=True)
+    shutil.copy(CLIENT / "example" / "app.ts", app / "src" / "app.ts")
+    (app / "package.json").write_text(json.dumps({"name": "todo-app", "private": True, "type": "module"}))
+    # tsc and Node's types are the client's own dev dependencies, so that only the tarball and what
+    # it depends on are installed here.
+    compiler_options = {
+        "target": "ES2022",
+        "module": "NodeNext",
+        "strict": True,
+        "outDir": "out",
+        "typeRoots": [str(CLIENT / "node_modules" / "@types")],
+        "types": ["node"],
+    }
+    (app / "tsconfig.json").write_text(json.dumps({"compilerOptions": compiler_options, "include": ["src"]}))
+
+    installed = npm(app, "install", "--no-audit", "--no-fund", "--prefer-offline", str(packed["tarball"]))
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert (app / "node_modules" / "openapi-fetch" / "package.json").exists(), "openapi-fetch came along"
+
+    compiled = node(app, str(CLIENT / "node_modules" / "typescript" / "bin" / "tsc"), "-p", ".")
+    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
+
+    ran = node(app, "out/app.js", BASE_URL=service.base_url, TOKEN=alice.token)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    seen = json.loads(ran.stdout)
+    created = seen["created"]
+    assert created["user_id"] == alice.id and created["title"] == "Buy milk" and created["tags"] == ["shopping"]
+    assert seen["listed"] == [created["id"]]
+    assert seen["completed"] is True
+    assert seen["renamed"] == "Buy oat milk"
+    assert seen["stale"] == 412
+    assert seen["invalid"] == {"status": 422, "fields": ["title"]}
+    assert seen["gone"] == 404
+    assert alice.http.get(f"/api/tasks/{created['id']}").status_code == 404
+    assert alice.http.get("/api/tasks").json() == []

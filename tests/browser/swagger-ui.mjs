@@ -1,16 +1,17 @@
 // Uses the service's Swagger UI as a person would, in Debian's headless Chromium: reads the listed
-// operations, authorises with a bearer token, and creates a task through "Try it out" → Execute.
-// Env: BASE_URL, TOKEN, TITLE (of the task to create), SCREENSHOT (a PNG path, written at the end
-// and on failure). Prints what it saw as JSON; tests/test_swagger_ui.py judges it.
+// operations, authorises with a bearer token, creates a task through "Try it out" → Execute, and
+// reads the example shown under each response of GET /api/tasks/{id}.
+// Env: CHROMIUM (its executable), BASE_URL, TOKEN, TITLE (of the task to create), SCREENSHOT (a PNG
+// path, written at the end and on failure). Prints what it saw as JSON; tests/test_swagger_ui.py judges it.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
-const { BASE_URL, TOKEN, TITLE, SCREENSHOT } = process.env;
+const { CHROMIUM, BASE_URL, TOKEN, TITLE, SCREENSHOT } = process.env;
 const profile = mkdtempSync(join(tmpdir(), "todo-api-chromium-"));
 const browser = await chromium.launchPersistentContext(profile, {
-  executablePath: "/usr/bin/chromium",
+  executablePath: CHROMIUM,
   headless: true,
   timeout: 30_000,
   args: [
@@ -56,7 +57,19 @@ try {
   const body = await live.locator(".response-col_description .microlight").first().textContent();
   const curl = await create.locator(".curl-command .curl").textContent();
 
-  console.log(JSON.stringify({ operations, created: { status, body: JSON.parse(body), curl } }));
+  const read = page.locator(".opblock-get", { has: page.locator('[data-path="/api/tasks/{id}"]') });
+  await read.locator(".opblock-summary").click();
+  await read.locator("tr.response").first().waitFor();
+  const examples = Object.fromEntries(
+    await read.locator("tr.response").evaluateAll((rows) =>
+      rows.map((row) => [
+        row.getAttribute("data-code"),
+        row.querySelector(".response-col_description .microlight")?.textContent ?? null,
+      ]),
+    ),
+  );
+
+  console.log(JSON.stringify({ operations, created: { status, body: JSON.parse(body), curl }, examples }));
 } finally {
   if (SCREENSHOT) await page.screenshot({ path: SCREENSHOT, fullPage: true }).catch(() => {});
   await browser.close();

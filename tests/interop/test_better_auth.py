@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,7 +17,7 @@ import httpx
 import jwt
 import pytest
 
-from tests import npm, processes
+from tests import npm, prerequisites, processes
 from tests.conftest import SECRET, Service, assert_problem
 
 NODE_DIR = Path(__file__).resolve().parent
@@ -34,9 +33,9 @@ class BetterAuth(processes.LoggedProcess):
     def __init__(self, secret: str) -> None:
         env = {key: value for key, value in os.environ.items() if not key.startswith(("BETTER_AUTH_", "AUTH_"))}
         env.update(BETTER_AUTH_SECRET=secret, ROTATION_SECONDS=str(ROTATION_SECONDS), NODE_ENV="development")
-        node = shutil.which("node")
-        assert node, "the Better Auth interop test needs Node.js 20.19+ on PATH"
-        super().__init__([node, "better-auth-server.mjs"], log_prefix="better-auth-", cwd=NODE_DIR, env=env)
+        super().__init__(
+            [prerequisites.node(), "better-auth-server.mjs"], log_prefix="better-auth-", cwd=NODE_DIR, env=env
+        )
         try:
             self.url = processes.wait_until_up(
                 self.process, self._announced_url, name="better-auth-server.mjs", log=self.output, timeout=30

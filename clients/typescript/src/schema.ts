@@ -324,13 +324,13 @@ export interface components {
         };
         /** @description RFC 9457 problem details. */
         Problem: {
-            /** @example about:blank */
+            /** @description `about:blank`: `title` and `status` say what happened. */
             type: string;
-            /** @example Unprocessable Content */
+            /** @description The status code's reason phrase. */
             title: string;
-            /** @example 422 */
+            /** @description The HTTP status code of the response. */
             status: number;
-            /** @example title must be 1–255 characters after trimming white space */
+            /** @description What was wrong with this request, for people. */
             detail: string;
             /** @description Same text as `detail`, for clients that read `{"error": …}`. */
             error: string;

@@ -1,0 +1,58 @@
+// A small program written against the installed package, as a frontend's code would use it
+// (tests/test_typescript_client.py installs the packed tarball into a fresh project, type-checks
+// this with tsc and runs it under Node). BASE_URL names the service, TOKEN a user's bearer token;
+// it prints what it saw as JSON.
+import {
+  type Problem,
+  ProblemError,
+  type TaskCreate,
+  completeTask,
+  connect,
+  createTask,
+  deleteTask,
+  getTask,
+  listTasks,
+  updateTask,
+} from "todo-api-client";
+
+const { BASE_URL, TOKEN } = process.env;
+if (!BASE_URL || !TOKEN) throw new Error("set BASE_URL and TOKEN to a running todo-api and a user's token");
+const api = connect(BASE_URL, TOKEN);
+
+/** The problem+json body of a call that must fail. */
+async function problemOf(call: Promise<unknown>): Promise<Problem> {
+  try {
+    await call;
+  } catch (error) {
+    if (error instanceof ProblemError) return error.problem;
+    throw error;
+  }
+  throw new Error("expected an error answer");
+}
+
+const draft: TaskCreate = { title: "Buy milk", priority: "high", tags: ["shopping"] };
+// @ts-expect-error: the types come from the contract, which has no priority "someday"
+const wrong: TaskCreate = { title: "Buy milk", priority: "someday" };
+
+const created = await createTask(api, draft);
+const listed = await listTasks(api, { tag: ["shopping"], status: "incomplete" });
+const completed = await completeTask(api, created.id, true);
+const { etag } = await getTask(api, created.id);
+if (!etag) throw new Error("GET answered without an ETag");
+const renamed = await updateTask(api, created.id, { title: "Buy oat milk" }, etag);
+const stale = await problemOf(updateTask(api, created.id, { title: "a lost update" }, etag));
+const invalid = await problemOf(createTask(api, { title: "   " }));
+await deleteTask(api, created.id);
+const gone = await problemOf(getTask(api, created.id));
+
+console.log(
+  JSON.stringify({
+    created,
+    listed: listed.tasks.map((task) => task.id),
+    completed: completed.completed,
+    renamed: renamed.title,
+    stale: stale.status,
+    invalid: { status: invalid.status, fields: invalid.errors?.map((error) => error.field) },
+    gone: gone.status,
+  }),
+);
