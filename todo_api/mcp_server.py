@@ -129,10 +129,12 @@ def _tool(
             if name in available:
                 raise ValueError(f"{where}: {name!r} is both a parameter and a body field; map it in 'arguments'")
             if name not in fixed_body:
-                required = body_required and name in body_schema.get("required", [])
-                available[name] = ("body", _json_schema(spec, schema), required)
+                field_required = body_required and name in body_schema.get("required", [])
+                available[name] = ("body", _json_schema(spec, schema), field_required)
     mapping = marker.get("arguments") or {name: name for name in available}
-    properties, required, arguments = {}, [], []
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    arguments: list[Argument] = []
     for name, key in mapping.items():
         if key not in available:
             raise ValueError(f"{where}: the operation has no parameter or body field {key!r}")
@@ -274,7 +276,10 @@ class Endpoint:
         return self._client
 
     def _authorization(self) -> str:
-        return str(self._mcp.request_context.request.headers["authorization"])
+        request = self._mcp.request_context.request
+        if request is None:
+            raise RuntimeError("a tool was called outside an HTTP request")
+        return str(request.headers["authorization"])
 
     async def _authenticated(self, scope: Scope, receive: Receive, send: Send) -> None:
         """401 with a Bearer challenge unless the request carries a token the API accepts (MCP authorization)."""
