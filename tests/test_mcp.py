@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -194,6 +195,32 @@ def test_an_operation_marked_in_the_contract_becomes_a_tool_without_code_changes
     assert set(get_task.inputSchema["required"]) == {"user_id", "task_id"}
     assert {tool.name for tool in listed.tools} == {*FIVE_TOOLS, "get_task"}
     assert answer(fetched) == created
+
+
+def test_a_wrong_marker_stops_the_start_with_one_line_naming_the_operation(tmp_path: Path) -> None:
+    spec = yaml.safe_load((ROOT / "openapi.yaml").read_text())
+    spec["paths"]["/api/{user_id}/tasks/{id}"]["delete"]["x-mcp-tool"]["arguments"]["task_id"] = "task"
+    path = tmp_path / "openapi.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
+    env = {**os.environ, "OPENAPI_FILE": str(path), "BETTER_AUTH_SECRET": "x" * 40}
+    result = subprocess.run(
+        [sys.executable, "-m", "todo_api.cli", "check"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        "todo-api: configuration error: x-mcp-tool of user_tasks.delete: "
+        "the operation has no parameter or body field 'task'\n"
+    )
+
+
+def test_todo_api_mcp_without_a_token_says_which_variable_is_missing() -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TODO_API_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "todo_api.cli", "mcp"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("todo-api: configuration error: TODO_API_TOKEN is required")
+    assert result.stdout == ""
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from handlers import auth
 from todo_api import problems
 from todo_api.middleware import ErrorGuard
 from todo_api.observability import RequestContext
+from todo_api.settings import ConfigError
 
 EXTENSION = "x-mcp-tool"
 PATH = "/mcp"
@@ -91,7 +92,7 @@ class ContractTool:
 
 
 def tools_from(spec: Mapping[str, Any]) -> dict[str, ContractTool]:
-    """Every operation marked with EXTENSION, by tool name; ValueError naming the operation if a marker is wrong."""
+    """Every operation marked with EXTENSION, by tool name; ConfigError naming the operation if a marker is wrong."""
     tools: dict[str, ContractTool] = {}
     for path, item in spec["paths"].items():
         for method, operation in item.items():
@@ -99,7 +100,7 @@ def tools_from(spec: Mapping[str, Any]) -> dict[str, ContractTool]:
                 continue
             tool = _tool(spec, path, method, operation, item.get("parameters", []))
             if tool.definition.name in tools:
-                raise ValueError(f"{EXTENSION}: two operations are named {tool.definition.name!r}")
+                raise ConfigError(f"{EXTENSION}: two operations are named {tool.definition.name!r}")
             tools[tool.definition.name] = tool
     return tools
 
@@ -110,6 +111,8 @@ def _tool(
     where = f"{EXTENSION} of {operation.get('operationId') or method.upper() + ' ' + path}"
     marker = operation[EXTENSION]
     marker = {"name": marker} if isinstance(marker, str) else marker
+    if not isinstance(marker, dict) or not isinstance(marker.get("name"), str):
+        raise ConfigError(f"{where}: give the tool's name, as `{EXTENSION}: NAME` or `{EXTENSION}: {{name: NAME}}`")
     fixed_body = marker.get("body", {})
     # Name → (location, JSON Schema, required); an operation's parameter overrides its path's.
     available: dict[str, tuple[str, dict[str, Any], bool]] = {}
@@ -124,10 +127,10 @@ def _tool(
         try:
             body_schema = _resolve(spec, request_body["content"]["application/json"]["schema"])
         except KeyError:
-            raise ValueError(f"{where}: only a JSON body can be a tool's arguments") from None
+            raise ConfigError(f"{where}: only a JSON body can be a tool's arguments") from None
         for name, schema in body_schema.get("properties", {}).items():
             if name in available:
-                raise ValueError(f"{where}: {name!r} is both a parameter and a body field; map it in 'arguments'")
+                raise ConfigError(f"{where}: {name!r} is both a parameter and a body field; map it in 'arguments'")
             if name not in fixed_body:
                 field_required = body_required and name in body_schema.get("required", [])
                 available[name] = ("body", _json_schema(spec, schema), field_required)
@@ -137,7 +140,7 @@ def _tool(
     arguments: list[Argument] = []
     for name, key in mapping.items():
         if key not in available:
-            raise ValueError(f"{where}: the operation has no parameter or body field {key!r}")
+            raise ConfigError(f"{where}: the operation has no parameter or body field {key!r}")
         location, schema, is_required = available[key]
         properties[name] = schema
         if is_required:
