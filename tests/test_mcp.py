@@ -156,6 +156,17 @@ def test_mcp_without_a_valid_bearer_token_is_401_with_a_bearer_challenge(
         assert 'error="invalid_token"' in response.headers["www-authenticate"]
 
 
+def test_mcp_answers_post_only_and_bounds_the_body_like_the_api(service: Service, alice: User) -> None:
+    headers = {"Authorization": f"Bearer {alice.token}", "Accept": "application/json, text/event-stream"}
+    for method in ("GET", "DELETE"):  # stateless: no stream to hold open, no session to end
+        refused = httpx.request(method, f"{service.base_url}/mcp", headers=headers, timeout=10)
+        assert refused.status_code == 405, refused.text
+        assert refused.headers["allow"] == "POST"
+    too_large = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"padding": "x" * 70_000}}
+    response = httpx.post(f"{service.base_url}/mcp", json=too_large, headers=headers, timeout=10)
+    assert response.status_code == 413, response.text
+
+
 def test_an_expired_token_is_refused_by_the_mcp_client_as_401(service: Service) -> None:
     async def attempt() -> None:
         async with connected(service.base_url, mint("someone", ttl=-120)):

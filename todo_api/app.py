@@ -42,7 +42,9 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     cursors.configure(settings.better_auth_secret or settings.database_url)
 
     spec = contract(settings.openapi_file or CONTRACT)
-    assistants = mcp_server.Endpoint(spec)  # before Connexion works on the same data
+    assistants = mcp_server.Endpoint(
+        spec, max_body_bytes=settings.max_body_bytes
+    )  # before Connexion works on the same data
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:

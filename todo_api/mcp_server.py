@@ -239,12 +239,14 @@ class Endpoint:
     """Streamable HTTP at PATH beside the API, for callers with a valid bearer token. Stateless, with
     JSON answers: no session lives in a worker, so any of `serve --workers N` can answer."""
 
-    def __init__(self, spec: Mapping[str, Any]) -> None:
+    def __init__(self, spec: Mapping[str, Any], *, max_body_bytes: int) -> None:
         self.tools = tools_from(spec)
         self._api: ASGIApp | None = None
         self._client: httpx.AsyncClient | None = None
         self._mcp = server(self.tools, self._api_client, self._authorization)
-        self._sessions = StreamableHTTPSessionManager(self._mcp, stateless=True, json_response=True)
+        self._sessions = StreamableHTTPSessionManager(
+            self._mcp, stateless=True, json_response=True, max_request_body_size=max_body_bytes
+        )
         self._guarded = RequestContext(ErrorGuard(self._authenticated))
 
     def mounted_on(self, api: ASGIApp) -> ASGIApp:
@@ -294,6 +296,11 @@ class Endpoint:
             await auth.verify_token(token.strip(), ConnexionRequest(scope))
         except problems.Problem as error:
             await _answer_problem(scope, receive, send, int(error.status), str(error.detail), error.headers)
+            return
+        if scope["method"] != "POST":
+            # Stateless: no stream for GET to hold open (the transport allows a 405), no session to DELETE.
+            detail = f"{scope['method']} is not allowed here; use POST"
+            await _answer_problem(scope, receive, send, 405, detail, {"Allow": "POST"})
             return
         await self._sessions.handle_request(scope, receive, send)
 
