@@ -102,6 +102,10 @@ def test_a_conversation_adds_lists_updates_completes_twice_and_deletes(service: 
         updated = answer(await session.call_tool("update_task", {**task, "title": "Buy oat milk", "description": None}))
         assert (updated["title"], updated["description"]) == ("Buy oat milk", None)
 
+        unknown = await session.call_tool("update_task", {**task, "completed": False})
+        assert unknown.isError
+        assert _text(unknown) == "update_task takes user_id, task_id, title, description; not completed"
+
         for _ in range(2):  # a model that retries must not toggle it back
             assert answer(await session.call_tool("complete_task", task))["completed"] is True
         assert answer(await session.call_tool("list_tasks", {"user_id": me, "status": "pending"})) == []
@@ -152,6 +156,8 @@ def test_mcp_without_a_valid_bearer_token_is_401_with_a_bearer_challenge(
     assert response.status_code == 401, response.text
     assert response.headers["www-authenticate"].startswith('Bearer realm="todo-api"')
     assert response.headers["content-type"].startswith("application/problem+json")
+    if authorization is None:  # worded as the API words it
+        assert response.json()["detail"] == httpx.get(f"{service.base_url}/api/tasks").json()["detail"]
     if authorization == "Bearer not-a-jwt":
         assert 'error="invalid_token"' in response.headers["www-authenticate"]
 

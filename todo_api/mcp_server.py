@@ -34,10 +34,9 @@ from todo_api.settings import ConfigError
 EXTENSION = "x-mcp-tool"
 PATH = "/mcp"
 API_TIMEOUT_SECONDS = 30
-NO_TOKEN = "a bearer token is required"
+NO_TOKEN = "No authorization token provided"  # as the API words it
 # OpenAPI 3.0 keywords that JSON Schema lacks or that mean nothing to a tool's caller.
 _OPENAPI_ONLY = {"nullable", "readOnly", "writeOnly", "example", "xml", "externalDocs", "discriminator", "deprecated"}
-_LOCATIONS = ("path", "query", "header")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +62,10 @@ class ContractTool:
     async def call(
         self, client: httpx.AsyncClient, authorization: str, given: Mapping[str, Any]
     ) -> types.CallToolResult:
+        unknown = sorted(set(given) - {argument.name for argument in self.arguments})
+        if unknown:
+            expected = ", ".join(argument.name for argument in self.arguments)
+            return _failure(f"{self.definition.name} takes {expected}; not {', '.join(unknown)}")
         path, query, body = self.path, {}, dict(self.fixed_body)
         headers = {"Authorization": authorization}
         for argument in self.arguments:
@@ -153,7 +156,9 @@ def _tool(
         inputSchema={"type": "object", "properties": properties, "required": required, "additionalProperties": False},
     )
     outcomes = {
-        status: _resolve(spec, answer).get("description", "") for status, answer in operation["responses"].items()
+        status: _resolve(spec, answer).get("description", "")
+        for status, answer in operation["responses"].items()
+        if not status.startswith(("4", "5"))
     }
     return ContractTool(
         definition=definition,
@@ -240,10 +245,9 @@ class Endpoint:
     JSON answers: no session lives in a worker, so any of `serve --workers N` can answer."""
 
     def __init__(self, spec: Mapping[str, Any], *, max_body_bytes: int) -> None:
-        self.tools = tools_from(spec)
         self._api: ASGIApp | None = None
         self._client: httpx.AsyncClient | None = None
-        self._mcp = server(self.tools, self._api_client, self._authorization)
+        self._mcp = server(tools_from(spec), self._api_client, self._authorization)
         self._sessions = StreamableHTTPSessionManager(
             self._mcp, stateless=True, json_response=True, max_request_body_size=max_body_bytes
         )
