@@ -183,6 +183,28 @@ def test_an_expired_token_is_refused_by_the_mcp_client_as_401(service: Service) 
         anyio.run(attempt)
 
 
+def test_a_tool_call_logs_the_api_s_access_line_but_no_query_string_or_token(
+    start_service: Callable[..., Service],
+) -> None:
+    service = start_service(LOG_LEVEL="INFO")
+    alice = User(service.base_url)
+    secret_words = "sesame-" + alice.id
+    over_http(
+        service, alice, lambda session: session.call_tool("list_tasks", {"user_id": alice.id, "status": "pending"})
+    )
+    alice.create(title=secret_words)
+    over_http(
+        service, alice, lambda session: session.call_tool("add_task", {"user_id": alice.id, "title": secret_words})
+    )
+    lines = [json.loads(line) for line in service.output().splitlines() if line.startswith("{")]
+    access = [(line["path"], line["operation"]) for line in lines if line["logger"] == "todo_api.access"]
+    assert (f"/api/{alice.id}/tasks", "handlers.user_tasks.find") in access
+    assert ("/mcp", "none") in access
+    assert "status=pending" not in service.output()
+    assert alice.token not in service.output()
+    assert secret_words not in service.output()
+
+
 @pytest.fixture
 def marked_contract(tmp_path: Path) -> Path:
     """openapi.yaml with one more operation (the compatibility form's GET of a task) marked for MCP."""
