@@ -15,10 +15,11 @@ from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import RelativeResolver
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp
 
 from handlers import auth, cursors, health
 from persistence import database
-from todo_api import problems
+from todo_api import mcp_server, problems
 from todo_api.middleware import CORS, ErrorGuard, RequestLimits
 from todo_api.observability import RequestContext, configure_logging
 from todo_api.settings import ConfigError, Settings, load
@@ -28,7 +29,7 @@ CONTRACT = Path(__file__).resolve().parent.parent / "openapi.yaml"
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
-def create_app(settings: Settings | None = None) -> RequestContext:
+def create_app(settings: Settings | None = None) -> ASGIApp:
     """The ASGI application for `settings` (read from the environment when not given)."""
     settings = settings or load()
     if settings.database_url is None:
@@ -40,6 +41,11 @@ def create_app(settings: Settings | None = None) -> RequestContext:
     auth.configure(settings)
     cursors.configure(settings.better_auth_secret or settings.database_url)
 
+    spec = contract(settings.openapi_file or CONTRACT)
+    assistants = mcp_server.Endpoint(
+        spec, max_body_bytes=settings.max_body_bytes
+    )  # before Connexion works on the same data
+
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         await database.open_pool(
@@ -47,10 +53,10 @@ def create_app(settings: Settings | None = None) -> RequestContext:
             pool_size=settings.db_pool_size,
             statement_timeout_ms=settings.db_statement_timeout_ms,
         )
-        yield
+        async with assistants.running():
+            yield
         await database.close_pool()
 
-    spec = contract()
     allowed_methods = _allowed_methods(spec)  # read before Connexion works on the same data
     request_headers = ["Authorization", "Content-Type", "X-Request-ID", *_request_headers(spec)]
     app = AsyncApp(__name__, lifespan=lifespan)
@@ -76,13 +82,13 @@ def create_app(settings: Settings | None = None) -> RequestContext:
             expose_headers=["Location", "ETag", "Link"],
             max_age=600,
         )
-    return RequestContext(ErrorGuard(app))
+    return assistants.mounted_on(RequestContext(ErrorGuard(app)))
 
 
-def contract() -> dict[str, Any]:
-    """openapi.yaml as plain data; the JSON round trip unshares YAML aliases, which Connexion
+def contract(path: Path = CONTRACT) -> dict[str, Any]:
+    """The contract as plain data; the JSON round trip unshares YAML aliases, which Connexion
     would otherwise mutate through one operation into another."""
-    return json.loads(json.dumps(yaml.safe_load(CONTRACT.read_text())))
+    return json.loads(json.dumps(yaml.safe_load(path.read_text())))
 
 
 def _request_headers(spec: dict[str, Any]) -> list[str]:

@@ -53,10 +53,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     commands.add_parser("check", help="validate openapi.yaml and the configuration, then exit")
 
+    commands.add_parser(
+        "mcp",
+        help="the MCP tools over stdio, for AI assistants: calls TODO_API_URL with TODO_API_TOKEN",
+        description="Serve the contract's MCP tools over stdio (for desktop assistants that cannot send headers). "
+        "Each call is a request to the running service at TODO_API_URL (default http://127.0.0.1:8000) "
+        "with TODO_API_TOKEN as the bearer token.",
+    )
+
     args = parser.parse_args(argv)
     try:
         settings = load()
-        return {"serve": _serve, "migrate": _migrate, "token": _token, "check": _check}[args.command](settings, args)
+        commands_by_name = {"serve": _serve, "migrate": _migrate, "token": _token, "check": _check, "mcp": _mcp}
+        return commands_by_name[args.command](settings, args)
     except ConfigError as error:
         print(f"todo-api: configuration error: {error}", file=sys.stderr)
         return 2
@@ -211,6 +220,19 @@ def _check(settings: Settings, _args: argparse.Namespace) -> int:
         )
     )
     print(f"todo-api: {CONTRACT.name} is valid, every operation has a handler, and the configuration is valid")
+    return 0
+
+
+def _mcp(settings: Settings, _args: argparse.Namespace) -> int:
+    import anyio
+
+    from todo_api import mcp_server
+    from todo_api.app import CONTRACT, contract
+
+    if settings.api_token is None:
+        raise ConfigError("TODO_API_TOKEN is required: the bearer token the tools send (`todo-api token USER_ID`)")
+    spec = contract(settings.openapi_file or CONTRACT)
+    anyio.run(mcp_server.serve_stdio, spec, settings.api_url, settings.api_token)
     return 0
 
 

