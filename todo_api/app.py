@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from handlers import auth, cursors, health
 from persistence import database
 from todo_api import problems
-from todo_api.middleware import CORS, ErrorGuard, RequestLimits
+from todo_api.middleware import CORS, ErrorGuard, RequestLimits, ResponseHeaders
 from todo_api.observability import RequestContext, configure_logging
 from todo_api.settings import ConfigError, Settings, load
 from todo_api.validation import VALIDATOR_MAP
@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None) -> RequestContext:
             expose_headers=["Location", "ETag", "Link"],
             max_age=600,
         )
-    return RequestContext(ErrorGuard(app))
+    return RequestContext(ResponseHeaders(ErrorGuard(app)))
 
 
 def contract() -> dict[str, Any]:

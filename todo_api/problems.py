@@ -11,6 +11,7 @@ import orjson
 from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from persistence.database import DatabaseUnavailable
 from persistence.tasks import IdempotencyKeyReused, PreconditionFailed
@@ -22,6 +23,7 @@ MEDIA_TYPE = "application/problem+json"
 RETRY_AFTER_SECONDS = "2"
 CHALLENGE = 'Bearer realm="todo-api"'
 UNEXPECTED = "the server failed to answer this request"
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that hung up before the answer
 FieldErrors = Sequence[dict[str, str]]
 
 
@@ -153,6 +155,12 @@ def database_unavailable(_request: ConnexionRequest, error: DatabaseUnavailable)
     return response(503, "the database is unavailable; retry shortly")
 
 
+def client_disconnected(request: ConnexionRequest, _error: ClientDisconnect) -> ConnexionResponse:
+    """The client hung up mid-request: not a server fault, and nobody reads the answer."""
+    log.info("client disconnected during %s %s", request.method, request.url.path)
+    return ConnexionResponse(status_code=CLIENT_CLOSED_REQUEST)
+
+
 def unexpected(request: ConnexionRequest, error: Exception) -> ConnexionResponse:
     """A bug: one log line without stack trace, SQL or values, and a bare 500."""
     log.error("unhandled %s on %s %s", type(error).__name__, request.method, request.url.path)
@@ -164,5 +172,6 @@ HANDLERS: tuple[tuple[type[Exception], Any], ...] = (
     (PreconditionFailed, precondition_failed),
     (IdempotencyKeyReused, idempotency_key_reused),
     (DatabaseUnavailable, database_unavailable),
+    (ClientDisconnect, client_disconnected),
     (Exception, unexpected),
 )
