@@ -9,6 +9,7 @@ import select
 import socket
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -347,3 +348,64 @@ def test_a_client_hanging_up_mid_body_is_no_server_error(start_service: Callable
     assert any("disconnect" in line["message"] for line in lines if line["level"] == "info")
     assert task_count(db, user) == 0
     user.http.close()
+
+
+# -- what one user may hold -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def capped(start_service: Callable[..., Service]) -> Service:
+    return start_service(MAX_TASKS_PER_USER="5")
+
+
+def test_the_task_cap_is_a_409_that_stores_nothing_until_a_task_is_deleted(capped: Service, db: Engine) -> None:
+    user = User(capped.base_url)
+    first = [user.create(title=f"task {n}") for n in range(5)]
+    for path, headers in (
+        ("/api/tasks", {}),
+        (f"/api/{user.id}/tasks", {}),
+        ("/api/tasks", {"Idempotency-Key": "one-too-many"}),
+    ):
+        problem = assert_problem(user.http.post(path, json={"title": "sixth"}, headers=headers), 409)
+        assert "5" in problem["detail"]
+    assert task_count(db, user) == 5
+    assert user.http.delete(f"/api/tasks/{first[0]['id']}").status_code == 204
+    replayable = user.http.post("/api/tasks", json={"title": "sixth"}, headers={"Idempotency-Key": "one-too-many"})
+    assert replayable.status_code == 201, replayable.text
+    assert_problem(user.http.post("/api/tasks", json={"title": "seventh"}), 409)
+    user.http.close()
+
+
+def test_concurrent_creates_never_pass_the_task_cap(capped: Service, db: Engine) -> None:
+    user = User(capped.base_url)
+
+    def create(n: int) -> int:
+        with httpx.Client(base_url=capped.base_url, headers={"Authorization": f"Bearer {user.token}"}) as http:
+            return http.post("/api/tasks", json={"title": f"race {n}"}, timeout=30).status_code
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        statuses = sorted(pool.map(create, range(20)))
+    assert statuses == [201] * 5 + [409] * 15
+    assert task_count(db, user) == 5
+    user.http.close()
+
+
+def test_expired_idempotency_keys_are_deleted_when_the_user_sends_a_new_one(alice: User, db: Engine) -> None:
+    for key in ("old-1", "old-2", "fresh"):
+        response = alice.http.post("/api/tasks", json={"title": key}, headers={"Idempotency-Key": key})
+        assert response.status_code == 201, response.text
+    with db.begin() as connection:
+        connection.execute(
+            text(
+                "UPDATE idempotency_keys SET created_at = now() - interval '25 hours'"
+                " WHERE user_id = :id AND key LIKE 'old-%'"
+            ),
+            {"id": alice.id},
+        )
+    response = alice.http.post("/api/tasks", json={"title": "next"}, headers={"Idempotency-Key": "next"})
+    assert response.status_code == 201, response.text
+    with db.connect() as connection:
+        keys = connection.scalars(
+            text("SELECT key FROM idempotency_keys WHERE user_id = :id ORDER BY key"), {"id": alice.id}
+        ).all()
+    assert keys == ["fresh", "next"]

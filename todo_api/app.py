@@ -17,7 +17,7 @@ from connexion.resolver import RelativeResolver
 from starlette.exceptions import HTTPException
 
 from handlers import auth, cursors, health
-from persistence import database
+from persistence import database, tasks
 from todo_api import problems
 from todo_api.middleware import CORS, ErrorGuard, RequestLimits, ResponseHeaders
 from todo_api.observability import RequestContext, configure_logging
@@ -36,7 +36,8 @@ def create_app(settings: Settings | None = None) -> RequestContext:
     if not settings.verifies_tokens:
         raise ConfigError("BETTER_AUTH_SECRET, BETTER_AUTH_URL or JWT_JWKS_URL is required to verify tokens")
     configure_logging(settings.log_level)
-    health.configure(metrics_enabled=settings.metrics_enabled)
+    health.configure(metrics_enabled=settings.metrics_enabled, metrics_token=settings.metrics_token)
+    tasks.configure(max_tasks_per_user=settings.max_tasks_per_user, search_timeout_ms=settings.search_timeout_ms)
     auth.configure(settings)
     cursors.configure(settings.better_auth_secret or settings.database_url)
 

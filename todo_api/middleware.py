@@ -15,7 +15,7 @@ from todo_api import problems
 log = logging.getLogger("todo_api")
 
 
-MAX_URL_BYTES = 48 * 1024  # above any schema-valid list query (q and search at 1000 characters, encoded)
+MAX_URL_BYTES = 48 * 1024  # far above any schema-valid list query (cursor, tags, q and search, encoded)
 MAX_HEADER_BYTES = 16 * 1024  # all headers but Authorization, whose oversize is the token's 401
 
 

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from persistence.database import DatabaseUnavailable
-from persistence.tasks import IdempotencyKeyReused, PreconditionFailed
+from persistence.tasks import IdempotencyKeyReused, PreconditionFailed, SearchTooCostly, TaskLimitReached
 from todo_api.observability import DB_ERRORS
 
 log = logging.getLogger("todo_api")
@@ -149,6 +149,16 @@ def idempotency_key_reused(_request: ConnexionRequest, _error: IdempotencyKeyReu
     return response(422, detail, errors=[{"field": "Idempotency-Key", "message": detail}])
 
 
+def task_limit_reached(_request: ConnexionRequest, error: TaskLimitReached) -> ConnexionResponse:
+    return response(409, f"you already hold {error.limit} tasks, the most one user may; delete some first")
+
+
+def search_too_costly(_request: ConnexionRequest, error: SearchTooCostly) -> ConnexionResponse:
+    """Not retried as a 503 would be: the same search over the same tasks costs the same again."""
+    message = f"searching your tasks for this text took longer than {error.budget_ms} ms; narrow it with other filters"
+    return response(422, f"q {message}", errors=[{"field": "q", "message": message}])
+
+
 def database_unavailable(_request: ConnexionRequest, error: DatabaseUnavailable) -> ConnexionResponse:
     log.warning("database unavailable: %s", error)
     DB_ERRORS.inc()
@@ -171,6 +181,8 @@ HANDLERS: tuple[tuple[type[Exception], Any], ...] = (
     (ProblemException, problem_exception),
     (PreconditionFailed, precondition_failed),
     (IdempotencyKeyReused, idempotency_key_reused),
+    (TaskLimitReached, task_limit_reached),
+    (SearchTooCostly, search_too_costly),
     (DatabaseUnavailable, database_unavailable),
     (ClientDisconnect, client_disconnected),
     (Exception, unexpected),
