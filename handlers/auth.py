@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 import jwt
@@ -219,7 +219,7 @@ def _session_end(session: Any) -> float:
     return end
 
 
-def _is_numeric_date(value: Any) -> bool:
+def _is_numeric_date(value: Any) -> TypeGuard[int | float]:
     """RFC 7519 NumericDate: a JSON number (not a string, not a boolean), finite."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 

@@ -409,3 +409,40 @@ def test_expired_idempotency_keys_are_deleted_when_the_user_sends_a_new_one(alic
             text("SELECT key FROM idempotency_keys WHERE user_id = :id ORDER BY key"), {"id": alice.id}
         ).all()
     assert keys == ["fresh", "next"]
+
+
+# -- slow clients -----------------------------------------------------------------------------------
+
+
+def closed_by_server(sock: socket.socket, within: float) -> bool:
+    """Whether the server closes `sock` (reading what it may answer first) within `within` seconds."""
+    deadline = time.monotonic() + within
+    while (left := deadline - time.monotonic()) > 0:
+        readable, _, _ = select.select([sock], [], [], left)
+        if readable:
+            try:
+                if not sock.recv(4096):
+                    return True
+            except ConnectionResetError:
+                return True
+    return False
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        pytest.param(b"", id="nothing"),
+        pytest.param(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ", id="half-the-headers"),
+        pytest.param(
+            b"POST /api/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer TOKEN\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+            id="part-of-the-body",
+        ),
+    ],
+)
+def test_a_connection_that_stops_sending_its_request_is_closed(service: Service, alice: User, sent: bytes) -> None:
+    """Slowloris: without read deadlines, each such connection would be held open for ever."""
+    with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
+        sock.sendall(sent.replace(b"TOKEN", alice.token.encode()))
+        assert closed_by_server(sock, within=30)
+    still_serving(alice)
