@@ -279,6 +279,16 @@ def test_an_unknown_key_of_10000_characters_is_echoed_shortened(alice: User, db:
     assert task_count(db, alice) == 0
 
 
+@pytest.mark.parametrize("query", ["%00=1", "%FF=1", "x%0D%0Ay=1", "%ED%A0%80=1", "%E2%80%AE=1", "k" * 5000 + "=1"])
+def test_an_unknown_query_parameter_with_a_hostile_name_is_422_and_escaped(
+    service: Service, alice: User, query: str
+) -> None:
+    response = raw_get(service, f"/api/tasks?{query}", {"Authorization": f"Bearer {alice.token}"})
+    problem = assert_problem(response, 422)
+    (field,) = [error["field"] for error in problem["errors"]]
+    assert field.isprintable() and len(field) <= 65, field
+
+
 def test_two_authorization_headers_are_a_400(alice: User, bob: User, db: Engine) -> None:
     for first, second in ((alice, bob), (alice, alice)):
         response = alice.http.post(
