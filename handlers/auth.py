@@ -8,9 +8,11 @@ its JWKS. `kid`, `jku` and `x5u` only ever select among keys we fetched ourselve
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 import jwt
@@ -40,14 +42,16 @@ def _remember(fingerprint: bytes, caller: dict[str, str | None], *, until: float
 class _Config:
     secret: str | None
     issuer: str | None
+    # Checked whenever a token names an audience; required of HS256 tokens only when configured
+    # explicitly (JWT_AUDIENCE), as Better Auth's shared-secret tokens carry none by default.
     audience: str | None
+    hs256_audience_required: bool
     leeway: int
     jwks: KeySet | None = None
     jwks_issuer: str | None = None
-    jwks_audience: str | None = None
 
 
-_config = _Config(secret=None, issuer=None, audience=None, leeway=0)
+_config = _Config(secret=None, issuer=None, audience=None, hs256_audience_required=False, leeway=0)
 
 
 def configure(settings: Settings) -> None:
@@ -58,17 +62,25 @@ def configure(settings: Settings) -> None:
     if settings.better_auth_url:
         parts = urlsplit(settings.better_auth_url)
         origin = f"{parts.scheme}://{parts.netloc}"
-        jwks_url = jwks_url or settings.better_auth_url + "/api/auth/jwks"
+        jwks_url = jwks_url or _jwks_url(settings.better_auth_url)
     _config = _Config(
         secret=settings.better_auth_secret,
         issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
+        # Better Auth's JWT plugin sets issuer and audience to its base URL's origin.
+        audience=settings.jwt_audience or origin,
+        hs256_audience_required=settings.jwt_audience is not None,
         leeway=settings.jwt_leeway_seconds,
         jwks=KeySet(jwks_url, min_refresh_seconds=settings.jwks_min_refresh_seconds) if jwks_url else None,
-        # Better Auth's JWT plugin sets both to its base URL's origin.
         jwks_issuer=settings.jwt_issuer or origin,
-        jwks_audience=settings.jwt_audience or origin,
     )
+
+
+def _jwks_url(better_auth_url: str) -> str:
+    """Better Auth's JWKS for its origin (`…/api/auth/jwks`) or for a URL with its base path
+    (`https://app.example/api/auth` → `…/api/auth/jwks`): both spellings are common."""
+    if urlsplit(better_auth_url).path.strip("/"):
+        return better_auth_url + "/jwks"
+    return better_auth_url + "/api/auth/jwks"
 
 
 async def verify_token(token: str, request: ConnexionRequest) -> dict[str, str | None]:
@@ -79,8 +91,8 @@ async def verify_token(token: str, request: ConnexionRequest) -> dict[str, str |
         caller = remembered[1]
     else:
         claims = await _claims(token)
-        caller = _caller(claims)
-        _remember(fingerprint, caller, until=min(claims["exp"] + _config.leeway, time.time() + VERIFIED_SECONDS))
+        caller, expires = _caller(claims)
+        _remember(fingerprint, caller, until=min(expires + _config.leeway, time.time() + VERIFIED_SECONDS))
     path_user = request.path_params.get("user_id")
     if path_user is not None and path_user != caller["sub"]:
         raise Forbidden("the user in the path is not the signed-in user")
@@ -97,11 +109,14 @@ async def _claims(token: str) -> dict[str, Any]:
     if "crit" in header:
         raise Unauthorized("the token uses critical header extensions this server does not support")
     algorithm = header.get("alg")
+    if not isinstance(algorithm, str):
+        raise Unauthorized("the token's alg is not a string")
     if algorithm == "HS256" and _config.secret is not None:
-        issuer, audience = _config.issuer, _config.audience
-        if (issuer or audience) and _is_cookie_cache(token):
-            issuer = audience = None  # Better Auth's cookie-cache token never carries iss or aud
-        return _decode(token, _config.secret, "HS256", issuer, audience)
+        issuer, audience_required = _config.issuer, _config.hs256_audience_required
+        if (issuer or audience_required) and _is_cookie_cache(token):
+            # Better Auth's cookie-cache token never carries iss or aud (an aud it has is still checked).
+            issuer, audience_required = None, False
+        return _decode(token, _config.secret, "HS256", issuer, audience_required=audience_required)
     if algorithm in ASYMMETRIC_ALGORITHMS and _config.jwks is not None:
         kid = header.get("kid")
         try:
@@ -113,7 +128,7 @@ async def _claims(token: str) -> dict[str, Any]:
         failure: Unauthorized | None = None
         for key in keys:
             try:
-                return _decode(token, key.key, algorithm, _config.jwks_issuer, _config.jwks_audience)
+                return _decode(token, key.key, algorithm, _config.jwks_issuer, audience_required=True)
             except Unauthorized as error:
                 failure = error
         raise failure or Unauthorized("the token's signature is not valid")
@@ -129,16 +144,17 @@ def _is_cookie_cache(token: str) -> bool:
     return "sub" not in claims and isinstance(claims.get("user"), dict) and isinstance(claims.get("session"), dict)
 
 
-def _decode(token: str, key: Any, algorithm: str, issuer: str | None, audience: str | None) -> dict[str, Any]:
+def _decode(token: str, key: Any, algorithm: str, issuer: str | None, *, audience_required: bool) -> dict[str, Any]:
+    """The verified claims; `aud`, when present (or required), must name the configured audience."""
+    audience = _config.audience
     try:
-        return jwt.decode(
+        claims = jwt.decode(
             token,
             key,
             algorithms=[algorithm],
             issuer=issuer,
-            audience=audience,
             leeway=_config.leeway,
-            options={"require": ["exp"], "verify_aud": audience is not None},
+            options={"require": ["exp"], "verify_aud": False},
         )
     except jwt.ExpiredSignatureError:
         raise Unauthorized("the token has expired") from None
@@ -148,25 +164,64 @@ def _decode(token: str, key: Any, algorithm: str, issuer: str | None, audience: 
         raise Unauthorized(f"the token has no {error.claim!r} claim") from None
     except jwt.InvalidIssuerError:
         raise Unauthorized("the token's issuer is not accepted") from None
-    except jwt.InvalidAudienceError:
-        raise Unauthorized("the token's audience is not accepted") from None
     except jwt.InvalidSignatureError:
         raise Unauthorized("the token's signature is not valid") from None
-    except (jwt.InvalidTokenError, TypeError, ValueError):
+    except (jwt.InvalidTokenError, TypeError, ValueError, OverflowError):
         raise Unauthorized("the token is malformed") from None
+    for name in ("exp", "nbf", "iat"):
+        if name in claims and not _is_numeric_date(claims[name]):
+            raise Unauthorized(f"the token's {name!r} is not a NumericDate (a JSON number of seconds)")
+    if audience is not None and ("aud" in claims or audience_required):
+        named = claims.get("aud")
+        if named is None:
+            raise Unauthorized("the token has no 'aud' claim")
+        if audience not in ([named] if isinstance(named, str) else named if isinstance(named, list) else []):
+            raise Unauthorized("the token's audience is not accepted")
+    return claims
 
 
-def _caller(claims: dict[str, Any]) -> dict[str, str | None]:
-    """The subject from `sub`, or from `user.id` in Better Auth's cookie-cache token."""
+def _caller(claims: dict[str, Any]) -> tuple[dict[str, str | None], float]:
+    """The subject from `sub`, or from `user.id` in Better Auth's cookie-cache token, and until
+    when the token stands (its `exp`, or its session's end if sooner)."""
     profile: dict[str, Any] = claims
+    expires = float(claims["exp"])
     if "sub" not in claims and isinstance(claims.get("user"), dict):
         profile = claims["user"]
         subject = profile.get("id")
+        expires = min(expires, _session_end(claims.get("session")))
     else:
         subject = claims.get("sub")
     if _text(subject, limit=255) is None or not subject.strip():
         raise Unauthorized("the token has no usable subject")
-    return {"sub": subject, "email": _text(profile.get("email")), "name": _text(profile.get("name"))}
+    caller = {"sub": subject, "email": _text(profile.get("email")), "name": _text(profile.get("name"))}
+    return caller, expires
+
+
+def _session_end(session: Any) -> float:
+    """When the cookie-cache token's session ends: Better Auth writes `expiresAt` as an ISO 8601
+    string (a JSON Date); a NumericDate is taken too. No session, or an ended one, is a 401."""
+    if not isinstance(session, dict):
+        raise Unauthorized("the cookie-cache token has no session")
+    expires_at = session.get("expiresAt")
+    end: float | None = None
+    if _is_numeric_date(expires_at):
+        end = float(expires_at)
+    elif isinstance(expires_at, str) and len(expires_at) <= 64:
+        try:
+            moment = datetime.fromisoformat(expires_at)
+            end = moment.timestamp() if moment.tzinfo is not None else None
+        except ValueError:
+            end = None
+    if end is None:
+        raise Unauthorized("the cookie-cache token's session has no valid expiresAt")
+    if end + _config.leeway < time.time():
+        raise Unauthorized("the session has ended")
+    return end
+
+
+def _is_numeric_date(value: Any) -> TypeGuard[int | float]:
+    """RFC 7519 NumericDate: a JSON number (not a string, not a boolean), finite."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _text(value: Any, *, limit: int = MAX_CLAIM_CHARS) -> str | None:

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import hmac
+
+from connexion import request
 from starlette.responses import Response
 
 from handlers.responses import json_response
 from persistence import schema
 from todo_api.observability import metrics_exposition
-from todo_api.problems import NotFound, ServiceUnavailable
+from todo_api.problems import NotFound, ServiceUnavailable, Unauthorized
 
 
 class _Options:
     metrics_enabled = True
+    metrics_token: bytes | None = None
 
 
 _options = _Options()
 
 
-def configure(*, metrics_enabled: bool) -> None:
+def configure(*, metrics_enabled: bool, metrics_token: str | None = None) -> None:
     _options.metrics_enabled = metrics_enabled
+    _options.metrics_token = metrics_token.encode() if metrics_token else None
 
 
 async def live() -> Response:
@@ -33,7 +38,11 @@ async def ready() -> Response:
 
 
 async def metrics() -> Response:
-    """Prometheus text exposition; 404 when METRICS_ENABLED=false."""
+    """Prometheus text exposition; 404 when METRICS_ENABLED=false, 401 without METRICS_TOKEN when set."""
     if not _options.metrics_enabled:
         raise NotFound("metrics are turned off (METRICS_ENABLED=false)")
+    if _options.metrics_token is not None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), _options.metrics_token):
+            raise Unauthorized("metrics need the bearer token set in METRICS_TOKEN")
     return Response(metrics_exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -70,6 +70,14 @@ class KeySet:
                 # that drips bytes would otherwise hold every unknown-kid request for long.
                 async with asyncio.timeout(FETCH_TIMEOUT_SECONDS):
                     keys = await self._fetch()
+            except httpx.HTTPStatusError as error:
+                status = error.response.status_code
+                if 400 <= status < 500:
+                    # Not a transient: the URL is wrong (BETTER_AUTH_URL or JWT_JWKS_URL), say so loudly.
+                    log.error("the JWKS URL %s answered %d: check BETTER_AUTH_URL or JWT_JWKS_URL", self.url, status)
+                else:
+                    log.warning("could not fetch the JWKS from %s: HTTP %d", self.url, status)
+                return
             except (httpx.HTTPError, ValueError, TimeoutError, RecursionError) as error:
                 log.warning("could not fetch the JWKS from %s: %s", self.url, type(error).__name__)
                 return  # keep serving with the keys we have, if any

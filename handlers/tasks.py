@@ -38,8 +38,9 @@ async def find(user: str, **query: Any) -> Response:
     if len(rows) > limit:
         rows = rows[:limit]
         cursor = cursors.encode(tasks.keyset(rows[-1], order), user_id=user, query=bound)
+        # A relative reference (RFC 8288 §3.1): the Host header is the client's to choose.
         next_url = request.url.include_query_params(cursor=cursor)
-        headers["Link"] = f'<{next_url}>; rel="next"'
+        headers["Link"] = f'<{next_url.path}?{next_url.query}>; rel="next"'
     return _json([_task(row) for row in rows], headers=headers)
 
 

@@ -43,6 +43,7 @@ users = Table(
     Column("email", Text),
     Column("name", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("task_count", Integer, nullable=False, server_default="0"),  # kept by persistence.tasks
 )
 
 tasks = Table(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from psycopg.errors import QueryCanceled
 from psycopg.types.json import Jsonb
 from sqlalchemy import (
     ClauseElement,
@@ -41,6 +42,20 @@ from persistence.tables import idempotency_keys, priority, task_tags, tasks, use
 
 SortField = Literal["created_at", "updated_at", "title", "priority", "due_date"]
 IDEMPOTENCY_TTL = text("interval '24 hours'")
+
+
+class _Limits:
+    max_tasks_per_user = 10_000
+    search_timeout_ms = 2000  # 0: only the general statement timeout
+
+
+_limits = _Limits()
+
+
+def configure(*, max_tasks_per_user: int, search_timeout_ms: int) -> None:
+    _limits.max_tasks_per_user = max_tasks_per_user
+    _limits.search_timeout_ms = search_timeout_ms
+
 
 _columns = (
     tasks.c.id,
@@ -122,6 +137,22 @@ class IdempotencyKeyReused(Exception):
     """An Idempotency-Key came back with a different request body."""
 
 
+class TaskLimitReached(Exception):
+    """The owner already holds the most tasks one user may (MAX_TASKS_PER_USER)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
+class SearchTooCostly(Exception):
+    """A text search ran past its own statement budget (SEARCH_TIMEOUT_MS)."""
+
+    def __init__(self, budget_ms: int) -> None:
+        super().__init__(budget_ms)
+        self.budget_ms = budget_ms
+
+
 @dataclass(frozen=True, slots=True)
 class Created:
     task: Row
@@ -141,7 +172,20 @@ async def list_for_user(
         query = query.where(*(_condition(name) for name in conditions))
         return _ordered(query, order, position).limit(bindparam("limit"))
 
-    return await _fetch(user_id, ("list", tuple(conditions), order, position), build, params)
+    shape = ("list", tuple(conditions), order, position)
+    if "text" not in conditions or not _limits.search_timeout_ms:
+        return await _fetch(user_id, shape, build, params)
+    # A search's cost grows with the text it scans: it gets a budget of its own, tighter than
+    # the general statement timeout, set for its transaction only.
+    async with transaction(user_id) as cursor:
+        await cursor.execute(
+            "SELECT set_config('statement_timeout', %(budget)s, true)", {"budget": str(_limits.search_timeout_ms)}
+        )
+        try:
+            await _execute(cursor, _sql(shape, build), params)
+        except QueryCanceled:
+            raise SearchTooCostly(_limits.search_timeout_ms) from None
+        return await cursor.fetchall()
 
 
 def keyset(task: Mapping[str, Any], order: Order) -> list[Any]:
@@ -165,9 +209,26 @@ def _add_owner() -> Any:
     )
 
 
+def _count_in_owner() -> Any:
+    """The owner's users row, created with one task or counting one more — only while the count
+    is below the cap. The upsert locks the row and checks its newest version, so a user's
+    concurrent creates cannot pass the cap together (migration 0006)."""
+    owner = pg_insert(users).values(
+        id=bindparam("user_id"), email=bindparam("email"), name=bindparam("name"), task_count=1
+    )
+    return owner.on_conflict_do_update(
+        index_elements=[users.c.id],
+        set_={"task_count": users.c.task_count + 1},
+        where=users.c.task_count < bindparam("max_tasks"),
+    ).returning(users.c.id)
+
+
 def _insert_task(fields: Sequence[str]) -> Any:
-    values = {name: bindparam(name) for name in fields}
-    return insert(tasks).values(user_id=bindparam("user_id"), **values).returning(*_columns)
+    """Insert the task if its owner may hold one more (no row otherwise)."""
+    counted = _count_in_owner().cte("counted")
+    values = [cast(bindparam(name), tasks.c[name].type) for name in fields]
+    row = select(counted.c.id, *values)
+    return insert(tasks).from_select(["user_id", *fields], row).returning(*_columns)
 
 
 async def create_for_user(
@@ -177,11 +238,17 @@ async def create_for_user(
     of the same key and hash returns the first result instead; another hash raises
     IdempotencyKeyReused."""
     names = tuple(sorted(fields))
-    params = {**fields, "user_id": owner.id, "email": owner.email, "name": owner.name}
+    params = {
+        **fields,
+        "user_id": owner.id,
+        "email": owner.email,
+        "name": owner.name,
+        "max_tasks": _limits.max_tasks_per_user,
+    }
     if idempotency is None:
-        rows = await _fetch(
-            owner.id, ("create", names), lambda: _insert_task(names).add_cte(_add_owner().cte("owner")), params
-        )
+        rows = await _fetch(owner.id, ("create", names), lambda: _insert_task(names), params)
+        if not rows:
+            raise TaskLimitReached(_limits.max_tasks_per_user)
         return Created(rows[0], replayed=False)
     key, request_hash = idempotency
     async with transaction(owner.id) as cursor:
@@ -201,20 +268,30 @@ async def create_for_user(
 
         await _execute(cursor, _sql(("create remembered", names), remembering), {**params, "key": key})
         task = await cursor.fetchone()
-        assert task is not None
+        if task is None:
+            raise TaskLimitReached(_limits.max_tasks_per_user)  # the claim is rolled back with it
         return Created(task, replayed=False)
 
 
 def _claim() -> Any:
+    """Claim the key (reviving an expired claim of it), and delete the caller's other expired keys:
+    expiry is a deletion, done by the writes that add keys, so no purge job can silently stop."""
     fresh = idempotency_keys.c.created_at > func.now() - IDEMPOTENCY_TTL
+    expired = delete(idempotency_keys).where(
+        idempotency_keys.c.user_id == bindparam("user_id"), idempotency_keys.c.key != bindparam("key"), not_(fresh)
+    )
     claim = pg_insert(idempotency_keys).values(
         user_id=bindparam("user_id"), key=bindparam("key"), request_hash=bindparam("request_hash")
     )
-    return claim.on_conflict_do_update(
-        index_elements=[idempotency_keys.c.user_id, idempotency_keys.c.key],
-        set_={"request_hash": bindparam("request_hash"), "response": None, "created_at": func.now()},
-        where=not_(fresh),
-    ).returning(idempotency_keys.c.key)
+    return (
+        claim.on_conflict_do_update(
+            index_elements=[idempotency_keys.c.user_id, idempotency_keys.c.key],
+            set_={"request_hash": bindparam("request_hash"), "response": None, "created_at": func.now()},
+            where=not_(fresh),
+        )
+        .returning(idempotency_keys.c.key)
+        .add_cte(expired.cte("expired"))
+    )
 
 
 def _replay() -> Any:
@@ -287,9 +364,17 @@ async def delete_for_user(user_id: str, task_id: int, *, expected_versions: Sequ
     """Delete the task; False when the user has no such task. Raises PreconditionFailed like update."""
     checked = expected_versions is not None
     params = {"user_id": user_id, "id": task_id, "versions": list(expected_versions or [])}
-    if await _fetch(
-        user_id, ("delete", checked), lambda: delete(tasks).where(*_task_matches(checked)).returning(tasks.c.id), params
-    ):
+
+    def build() -> Any:
+        deleted = delete(tasks).where(*_task_matches(checked)).returning(tasks.c.id).cte("deleted")
+        uncount = (
+            update(users)
+            .where(users.c.id == bindparam("user_id"), exists(select(deleted.c.id)))
+            .values(task_count=users.c.task_count - 1)
+        )
+        return select(deleted.c.id).add_cte(uncount.cte("uncount"))
+
+    if await _fetch(user_id, ("delete", checked), build, params):
         return True
     if checked:
         await _raise_if_exists(user_id, task_id)
@@ -321,9 +406,11 @@ async def _raise_if_exists(user_id: str, task_id: int) -> None:
 _overdue = and_(tasks.c.due_date < func.now(), tasks.c.completed.is_(False))
 _CONDITIONS: dict[str, ColumnElement[bool]] = {
     "completed": tasks.c.completed == bindparam("completed"),
+    # What ILIKE '%…%' means in a UTF-8 database (both sides lower-cased, then matched), in time
+    # linear in the text: ILIKE backtracks, text length × pattern length per row.
     "text": or_(
-        tasks.c.title.ilike(bindparam("pattern"), escape="\\"),
-        tasks.c.description.ilike(bindparam("pattern"), escape="\\"),
+        func.strpos(func.lower(tasks.c.title), func.lower(bindparam("needle"))) > 0,
+        func.strpos(func.lower(tasks.c.description), func.lower(bindparam("needle"))) > 0,
     ),
     "priorities": tasks.c.priority == any_(cast(bindparam("priorities"), ARRAY(priority))),
     "due_before": tasks.c.due_date < bindparam("due_before"),
@@ -341,7 +428,7 @@ def _conditions(filters: Filters, params: dict[str, Any]) -> list[str]:
         params["completed"] = filters.completed
     if filters.text:
         names.append("text")
-        params["pattern"] = "%" + _escape_like(filters.text) + "%"
+        params["needle"] = filters.text
     if filters.priorities:
         names.append("priorities")
         params["priorities"] = list(filters.priorities)
@@ -365,10 +452,6 @@ def _condition(name: str) -> ColumnElement[bool]:
     return exists().where(
         task_tags.c.user_id == tasks.c.user_id, task_tags.c.tag == bindparam(name), task_tags.c.task_id == tasks.c.id
     )
-
-
-def _escape_like(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _position(order: Order, after: Sequence[Any] | None, params: dict[str, Any]) -> str:

@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -33,11 +34,15 @@ def claims(subject: str, **extra: Any) -> dict[str, Any]:
     return {"sub": subject, "iat": now, "exp": now + 600, **extra}
 
 
-def cookie_cache_token(user_id: Any, *, secret: str = SECRET, ttl: int = 300, **user: Any) -> str:
-    """Better Auth's session cookie-cache JWT: the user id is at `user.id`, there is no `sub`."""
+def cookie_cache_token(
+    user_id: Any, *, secret: str = SECRET, ttl: int = 300, session_left: float = 600, **user: Any
+) -> str:
+    """Better Auth's session cookie-cache JWT: the user id is at `user.id`, there is no `sub`, and
+    the session's `expiresAt` is a JSON Date (an ISO 8601 string)."""
     now = int(time.time())
+    ends = datetime.fromtimestamp(now + session_left, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     payload = {
-        "session": {"id": uuid.uuid4().hex, "userId": user_id, "expiresAt": now + 600, "token": uuid.uuid4().hex},
+        "session": {"id": uuid.uuid4().hex, "userId": user_id, "expiresAt": ends, "token": uuid.uuid4().hex},
         "user": {"id": user_id, "emailVerified": True, **user},
         "iat": now,
         "exp": now + ttl,
@@ -390,6 +395,34 @@ def test_an_expired_cookie_cache_token_is_401(client: httpx.Client) -> None:
     assert_problem(tasks_as(client, cookie_cache_token(fresh_id(), ttl=-300)), 401)
 
 
+@pytest.mark.parametrize("session_left", [-3600, -120], ids=["an-hour-ago", "two-minutes-ago"])
+def test_a_cookie_cache_token_whose_session_has_ended_is_401(client: httpx.Client, session_left: int) -> None:
+    assert_problem(tasks_as(client, cookie_cache_token(fresh_id(), session_left=session_left)), 401)
+
+
+@pytest.mark.parametrize(
+    "session",
+    [
+        pytest.param(..., id="missing"),
+        pytest.param(None, id="null"),
+        pytest.param({"id": "s1"}, id="no-expiresAt"),
+        pytest.param({"expiresAt": "soon"}, id="expiresAt-text"),
+        pytest.param({"expiresAt": "2999-01-01T00:00:00"}, id="expiresAt-without-offset"),
+        pytest.param({"expiresAt": True}, id="expiresAt-boolean"),
+    ],
+)
+def test_a_cookie_cache_token_without_a_live_session_is_401(client: httpx.Client, session: Any) -> None:
+    now = int(time.time())
+    payload = {"user": {"id": fresh_id()}, "session": session, "iat": now, "exp": now + 300}
+    assert_problem(tasks_as(client, jwt.encode({k: v for k, v in payload.items() if v is not ...}, SECRET)), 401)
+
+
+def test_a_cookie_cache_session_with_a_numeric_expiry_is_accepted(client: httpx.Client) -> None:
+    now = int(time.time())
+    payload = {"user": {"id": fresh_id()}, "session": {"expiresAt": now + 600}, "iat": now, "exp": now + 300}
+    assert tasks_as(client, jwt.encode(payload, SECRET)).status_code == 200
+
+
 def test_a_cookie_cache_token_works_end_to_end(client: httpx.Client, db: Engine) -> None:
     user_id = fresh_id()
     token = cookie_cache_token(user_id, email=f"{user_id}@example.com", name="Cookie Cache")
@@ -495,10 +528,109 @@ def test_the_cookie_cache_token_works_when_an_issuer_and_audience_are_configured
     service = start_service(JWT_ISSUER="https://auth.example", JWT_AUDIENCE="https://api.example")
     user_id = f"cookie-{uuid.uuid4().hex[:8]}"
     now = int(time.time())
-    token = jwt.encode(
-        {"session": {"userId": user_id}, "user": {"id": user_id}, "iat": now, "exp": now + 300}, SECRET, "HS256"
-    )
+    session = {"userId": user_id, "expiresAt": now + 600}
+    token = jwt.encode({"session": session, "user": {"id": user_id}, "iat": now, "exp": now + 300}, SECRET, "HS256")
     with httpx.Client(base_url=service.base_url, timeout=30) as client:
         assert client.get("/api/tasks", headers={"Authorization": f"Bearer {token}"}).status_code == 200
         forged = mint(user_id, iss="https://evil.example", aud="https://api.example")
         assert_problem(client.get("/api/tasks", headers={"Authorization": f"Bearer {forged}"}), 401)
+
+
+# --- an audience from BETTER_AUTH_URL binds HS256 tokens that name one ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def better_auth_keys() -> Iterator[JwksServer]:
+    server = JwksServer(SigningKey.generate("EdDSA"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def beside_better_auth(start_service: Callable[..., Service], better_auth_keys: JwksServer) -> Service:
+    return start_service(BETTER_AUTH_URL=better_auth_keys.url)
+
+
+@pytest.mark.parametrize(
+    ("aud", "accepted"),
+    [
+        pytest.param(..., True, id="no-aud"),
+        pytest.param("ORIGIN", True, id="origin"),
+        pytest.param(["https://other.example", "ORIGIN"], True, id="list-with-origin"),
+        pytest.param("https://evil", False, id="foreign"),
+        pytest.param(["https://evil"], False, id="list-without-origin"),
+        pytest.param([], False, id="empty-list"),
+        pytest.param(42, False, id="number"),
+    ],
+)
+def test_an_hs256_aud_must_name_better_auths_origin(
+    beside_better_auth: Service, better_auth_keys: JwksServer, aud: Any, accepted: bool
+) -> None:
+    def named(value: Any) -> Any:
+        return better_auth_keys.url if value == "ORIGIN" else value
+
+    audience = [named(value) for value in aud] if isinstance(aud, list) else named(aud)
+    with httpx.Client(base_url=beside_better_auth.base_url, timeout=30) as client:
+        for token in (mint(fresh_id(), aud=audience), cookie_cache_token(fresh_id()) if aud is ... else None):
+            if token is None:
+                continue
+            response = tasks_as(client, token)
+            if accepted:
+                assert response.status_code == 200, response.text
+            else:
+                assert_problem(response, 401)
+
+
+def test_a_cookie_cache_token_naming_a_foreign_audience_is_401(beside_better_auth: Service) -> None:
+    now = int(time.time())
+    user_id = fresh_id()
+    payload = {
+        "user": {"id": user_id},
+        "session": {"userId": user_id, "expiresAt": now + 600},
+        "aud": "https://evil",
+        "iat": now,
+        "exp": now + 300,
+    }
+    with httpx.Client(base_url=beside_better_auth.base_url, timeout=30) as client:
+        assert_problem(tasks_as(client, jwt.encode(payload, SECRET)), 401)
+
+
+# --- BETTER_AUTH_URL: with or without Better Auth's base path ----------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", ["", "/", "/api/auth", "/api/auth/"])
+def test_better_auth_url_works_as_origin_or_with_its_base_path(
+    start_service: Callable[..., Service], suffix: str
+) -> None:
+    key = SigningKey.generate("EdDSA")
+    server = JwksServer(key)
+    try:
+        service = start_service(BETTER_AUTH_URL=server.url + suffix)
+        token = key.sign(claims(fresh_id(), iss=server.url, aud=server.url))
+        with httpx.Client(base_url=service.base_url, timeout=30) as client:
+            response = tasks_as(client, token)
+        assert response.status_code == 200, response.text
+        assert server.requests == ["/api/auth/jwks"]
+    finally:
+        server.stop()
+
+
+def test_a_jwks_url_answering_404_is_a_loud_configuration_error(start_service: Callable[..., Service]) -> None:
+    """Not a transient: the client still gets 503 (the service cannot verify, through no fault of
+    the caller's), and the log says at ERROR which URL is wrong."""
+    key = SigningKey.generate("EdDSA")
+    server = JwksServer(key)
+    try:
+        service = start_service(BETTER_AUTH_URL=server.url + "/auth")  # keys are at /api/auth/jwks
+        token = key.sign(claims(fresh_id(), iss=server.url, aud=server.url))
+        with httpx.Client(base_url=service.base_url, timeout=30) as client:
+            response = tasks_as(client, token)
+        assert_problem(response, 503)
+        assert response.headers["retry-after"]
+        expected = f"{server.url}/auth/jwks answered 404"
+        deadline = time.monotonic() + 10
+        while not [line for line in service.output().splitlines() if expected in line and '"level": "error"' in line]:
+            assert time.monotonic() < deadline, service.output()[-2000:]
+            time.sleep(0.05)
+    finally:
+        server.stop()

@@ -1,18 +1,27 @@
 """Hostile input: huge, deep and long requests are refused cleanly without hurting the process,
-and exotic Unicode is stored and served exactly as sent."""
+exotic Unicode is stored and served exactly as sent, and every attack from the security review
+(issue 13) is a 4xx problem+json — never a 500 — that stores nothing."""
 
 from __future__ import annotations
 
+import json
 import select
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import httpx
 import psutil
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.conftest import Service, User, assert_problem, raw_get
+from tests.conftest import SECRET, Service, User, assert_problem, raw_get
+from tests.jwks import b64url, hand_signed
+from tests.test_auth import claims
+from tests.test_observability import scrape, total
 
 MiB = 1 << 20
 HUGE = 10 * MiB
@@ -195,3 +204,255 @@ def test_unicode_round_trips_byte_for_byte_in_title_description_and_tags(
     assert (fetched["title"], fetched["description"], fetched["tags"]) == (description[:255], title, TAGS[::-1])
     found = alice.http.get("/api/tasks", params={"q": title[:6]}).json()
     assert [task["id"] for task in found] == [created["id"]]
+
+
+# -- the security review's list (issue 13): 4xx problem+json, never a 500, nothing stored --------------
+
+
+def task_count(db: Engine, user: User) -> int:
+    with db.connect() as connection:
+        return connection.scalar(text("SELECT count(*) FROM tasks WHERE user_id = :id"), {"id": user.id})
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        pytest.param(f"{b64url({'alg': ['HS256']})}.{b64url(b'{}')}.AAAA", id="alg-list"),
+        pytest.param(f"{b64url({'alg': {}})}.{b64url(b'{}')}.AAAA", id="alg-object"),
+        pytest.param(f"{b64url({'alg': None})}.{b64url(b'{}')}.AAAA", id="alg-null"),
+        pytest.param(f"{b64url({'alg': 256})}.{b64url(b'{}')}.AAAA", id="alg-number"),
+    ],
+)
+def test_an_alg_that_is_not_a_string_is_401(alice: User, token: str) -> None:
+    assert_problem(alice.http.get("/api/tasks", headers={"Authorization": f"Bearer {token}"}), 401)
+
+
+@pytest.mark.parametrize(
+    "times",
+    [
+        pytest.param({"exp": str(int(time.time()) + 600)}, id="exp-digits"),
+        pytest.param({"exp": True}, id="exp-true"),
+        pytest.param({"nbf": str(int(time.time()) - 60)}, id="nbf-digits"),
+        pytest.param({"iat": str(int(time.time()) - 60)}, id="iat-digits"),
+    ],
+)
+def test_a_numeric_date_that_is_not_a_json_number_is_401(alice: User, db: Engine, times: dict[str, Any]) -> None:
+    token = hand_signed({"alg": "HS256", "typ": "JWT"}, claims(alice.id, **times), SECRET)
+    for method in ("GET", "POST"):
+        response = alice.http.request(
+            method, "/api/tasks", headers={"Authorization": f"Bearer {token}"}, json={"title": "never stored"}
+        )
+        assert_problem(response, 401)
+    assert task_count(db, alice) == 0
+
+
+SURROGATE_KEY = '{"title": "x", "\\ud800": 1}'
+CONTROL_KEY = '{"title": "x", "\\u0000\\u001b[31mred\\u202e": 1}'
+
+
+@pytest.mark.parametrize("raw", [SURROGATE_KEY, CONTROL_KEY], ids=["lone-surrogate", "controls"])
+def test_an_unknown_key_that_is_not_printable_is_422_and_escaped(alice: User, db: Engine, raw: str) -> None:
+    task = alice.create()
+    routes = [
+        ("POST", "/api/tasks"),
+        ("POST", f"/api/{alice.id}/tasks"),
+        ("PUT", f"/api/tasks/{task['id']}"),
+        ("PATCH", f"/api/tasks/{task['id']}"),
+        ("PATCH", f"/api/{alice.id}/tasks/{task['id']}"),
+    ]
+    for method, path in routes:
+        response = alice.http.request(method, path, content=raw, headers={"Content-Type": "application/json"})
+        problem = assert_problem(response, 422)
+        (field,) = [error["field"] for error in problem["errors"]]
+        assert field.isprintable() and "\\u" in field, field
+        assert field in problem["detail"]
+    assert task_count(db, alice) == 1
+    assert alice.http.get(f"/api/tasks/{task['id']}").json() == task
+
+
+def test_an_unknown_key_of_10000_characters_is_echoed_shortened(alice: User, db: Engine) -> None:
+    name = "k" * 10_000
+    problem = assert_problem(alice.http.post("/api/tasks", json={"title": "x", name: 1}), 422)
+    (field,) = [error["field"] for error in problem["errors"]]
+    assert field.startswith("kkk") and len(field) < 100
+    assert len(json.dumps(problem)) < 1000
+    assert task_count(db, alice) == 0
+
+
+@pytest.mark.parametrize("query", ["%00=1", "%FF=1", "x%0D%0Ay=1", "%ED%A0%80=1", "%E2%80%AE=1", "k" * 5000 + "=1"])
+def test_an_unknown_query_parameter_with_a_hostile_name_is_422_and_escaped(
+    service: Service, alice: User, query: str
+) -> None:
+    response = raw_get(service, f"/api/tasks?{query}", {"Authorization": f"Bearer {alice.token}"})
+    problem = assert_problem(response, 422)
+    (field,) = [error["field"] for error in problem["errors"]]
+    assert field.isprintable() and len(field) <= 65, field
+
+
+def test_two_authorization_headers_are_a_400(alice: User, bob: User, db: Engine) -> None:
+    for first, second in ((alice, bob), (alice, alice)):
+        response = alice.http.post(
+            "/api/tasks",
+            json={"title": "whose?"},
+            headers=[("Authorization", f"Bearer {first.token}"), ("Authorization", f"Bearer {second.token}")],
+        )
+        assert_problem(response, 400)
+    assert task_count(db, alice) == task_count(db, bob) == 0
+
+
+def test_the_next_link_never_echoes_the_host_header(service: Service, alice: User) -> None:
+    for title in ("one", "two"):
+        alice.create(title=title)
+    response = raw_get(
+        service, "/api/tasks?limit=1", {"Authorization": f"Bearer {alice.token}", "Host": "evil.example"}
+    )
+    assert response.status_code == 200, response.text
+    link = response.headers["link"]
+    assert "evil.example" not in link
+    assert link.startswith("</api/tasks?") and link.endswith('>; rel="next"'), link
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/api/tasks", 200),
+        ("POST", "/api/tasks", 201),
+        ("GET", "/api/tasks/0", 404),
+        ("GET", "/api/tasks?limit=0", 422),
+    ],
+)
+def test_authenticated_answers_are_never_cached_or_sniffed(alice: User, method: str, path: str, status: int) -> None:
+    response = alice.http.request(method, path, json={"title": "x"} if method == "POST" else None)
+    assert response.status_code == status, response.text
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize("path", ["/health", "/api/tasks", "/api/openapi.json", "/no/such/route"])
+def test_every_answer_forbids_content_sniffing(client: httpx.Client, path: str) -> None:
+    assert client.get(path).headers["x-content-type-options"] == "nosniff"
+
+
+def disconnect_mid_body(service: Service, user: User) -> None:
+    """Promise a 1000-byte body, send a JSON object that would be valid on its own, and hang up."""
+    with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
+        sock.sendall(
+            f"POST /api/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {user.token}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n".encode()
+            + b'{"title": "cut short"}'
+        )
+
+
+def test_a_client_hanging_up_mid_body_is_no_server_error(start_service: Callable[..., Service], db: Engine) -> None:
+    service = start_service(LOG_LEVEL="INFO")
+    user = User(service.base_url)
+    disconnect_mid_body(service, user)
+    deadline = time.monotonic() + 10
+    while total(scrape(service), "todo_api_requests_total", operation="handlers.tasks.create", status="499") < 1:
+        assert time.monotonic() < deadline, service.output()[-2000:]
+        time.sleep(0.05)
+    samples = scrape(service)
+    assert total(samples, "todo_api_requests_total", status="500") == 0
+    lines = [json.loads(line) for line in service.output().splitlines() if line.startswith("{")]
+    assert not [line for line in lines if line["level"] in ("error", "critical")], lines
+    assert any("disconnect" in line["message"] for line in lines if line["level"] == "info")
+    assert task_count(db, user) == 0
+    user.http.close()
+
+
+# -- what one user may hold -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def capped(start_service: Callable[..., Service]) -> Service:
+    return start_service(MAX_TASKS_PER_USER="5")
+
+
+def test_the_task_cap_is_a_409_that_stores_nothing_until_a_task_is_deleted(capped: Service, db: Engine) -> None:
+    user = User(capped.base_url)
+    first = [user.create(title=f"task {n}") for n in range(5)]
+    for path, headers in (
+        ("/api/tasks", {}),
+        (f"/api/{user.id}/tasks", {}),
+        ("/api/tasks", {"Idempotency-Key": "one-too-many"}),
+    ):
+        problem = assert_problem(user.http.post(path, json={"title": "sixth"}, headers=headers), 409)
+        assert "5" in problem["detail"]
+    assert task_count(db, user) == 5
+    assert user.http.delete(f"/api/tasks/{first[0]['id']}").status_code == 204
+    replayable = user.http.post("/api/tasks", json={"title": "sixth"}, headers={"Idempotency-Key": "one-too-many"})
+    assert replayable.status_code == 201, replayable.text
+    assert_problem(user.http.post("/api/tasks", json={"title": "seventh"}), 409)
+    user.http.close()
+
+
+def test_concurrent_creates_never_pass_the_task_cap(capped: Service, db: Engine) -> None:
+    user = User(capped.base_url)
+
+    def create(n: int) -> int:
+        with httpx.Client(base_url=capped.base_url, headers={"Authorization": f"Bearer {user.token}"}) as http:
+            return http.post("/api/tasks", json={"title": f"race {n}"}, timeout=30).status_code
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        statuses = sorted(pool.map(create, range(20)))
+    assert statuses == [201] * 5 + [409] * 15
+    assert task_count(db, user) == 5
+    user.http.close()
+
+
+def test_expired_idempotency_keys_are_deleted_when_the_user_sends_a_new_one(alice: User, db: Engine) -> None:
+    for key in ("old-1", "old-2", "fresh"):
+        response = alice.http.post("/api/tasks", json={"title": key}, headers={"Idempotency-Key": key})
+        assert response.status_code == 201, response.text
+    with db.begin() as connection:
+        connection.execute(
+            text(
+                "UPDATE idempotency_keys SET created_at = now() - interval '25 hours'"
+                " WHERE user_id = :id AND key LIKE 'old-%'"
+            ),
+            {"id": alice.id},
+        )
+    response = alice.http.post("/api/tasks", json={"title": "next"}, headers={"Idempotency-Key": "next"})
+    assert response.status_code == 201, response.text
+    with db.connect() as connection:
+        keys = connection.scalars(
+            text("SELECT key FROM idempotency_keys WHERE user_id = :id ORDER BY key"), {"id": alice.id}
+        ).all()
+    assert keys == ["fresh", "next"]
+
+
+# -- slow clients -----------------------------------------------------------------------------------
+
+
+def closed_by_server(sock: socket.socket, within: float) -> bool:
+    """Whether the server closes `sock` (reading what it may answer first) within `within` seconds."""
+    deadline = time.monotonic() + within
+    while (left := deadline - time.monotonic()) > 0:
+        readable, _, _ = select.select([sock], [], [], left)
+        if readable:
+            try:
+                if not sock.recv(4096):
+                    return True
+            except ConnectionResetError:
+                return True
+    return False
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        pytest.param(b"", id="nothing"),
+        pytest.param(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ", id="half-the-headers"),
+        pytest.param(
+            b"POST /api/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer TOKEN\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+            id="part-of-the-body",
+        ),
+    ],
+)
+def test_a_connection_that_stops_sending_its_request_is_closed(service: Service, alice: User, sent: bytes) -> None:
+    """Slowloris: without read deadlines, each such connection would be held open for ever."""
+    with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
+        sock.sendall(sent.replace(b"TOKEN", alice.token.encode()))
+        assert closed_by_server(sock, within=30)
+    still_serving(alice)

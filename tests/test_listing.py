@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import Engine, text
 
 from tests.conftest import Service, User, assert_problem
 
@@ -509,3 +510,36 @@ def test_cursor_made_with_aliases_works_with_the_canonical_twin_and_back(
     for made_with, used_with in ((alias, canonical), (canonical, alias)):
         cursor = first_cursor(user, made_with, limit=2)
         assert ids(user, {**used_with, "limit": 2, "cursor": cursor}) == second_page
+
+
+# -- bounded search -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["q", "search"])
+def test_a_search_text_over_200_characters_is_422(alice: User, name: str) -> None:
+    alice.create(title="a" * 200)
+    assert titles(alice, {name: "a" * 200}) == ["a" * 200]
+    problem = assert_problem(alice.http.get("/api/tasks", params={name: "a" * 201}), 422)
+    assert [error["field"] for error in problem["errors"]] == [name]
+
+
+def test_a_search_past_its_budget_is_a_422_naming_q_and_other_lists_still_answer(
+    start_service: Callable[..., Service], db: Engine
+) -> None:
+    """The worst case for a substring search: long texts that almost match everywhere."""
+    service = start_service(SEARCH_TIMEOUT_MS="1")
+    user = User(service.base_url)
+    with db.begin() as connection:
+        connection.execute(text("INSERT INTO users (id) VALUES (:id)"), {"id": user.id})
+        connection.execute(
+            text(
+                "INSERT INTO tasks (user_id, title, description)"
+                " SELECT :id, 'task ' || n, repeat('Aé', 2500) FROM generate_series(1, 3000) AS n"
+            ),
+            {"id": user.id},
+        )
+    problem = assert_problem(user.http.get("/api/tasks", params={"q": "aé" * 99 + "x", "limit": 1}), 422)
+    assert [error["field"] for error in problem["errors"]] == ["q"]
+    assert user.http.get("/api/tasks", params={"limit": 1}).status_code == 200
+    assert user.http.get("/api/tasks", params={"status": "complete"}).json() == []
+    user.http.close()

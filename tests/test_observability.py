@@ -167,3 +167,14 @@ def test_with_two_workers_metrics_sum_the_requests_of_both(start_service: Callab
     counted = [total(scrape(service), "todo_api_requests_total", operation="handlers.health.live") for _ in range(6)]
     print(f"\n2 workers: {requests} requests sent, every scrape counted {counted}")
     assert all(count >= requests for count in counted)
+
+
+def test_metrics_token_keeps_metrics_to_whoever_holds_it(start_service: Callable[..., Service]) -> None:
+    token = "metrics-" + uuid.uuid4().hex
+    service = start_service(METRICS_TOKEN=token)
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {token}"}):
+        assert_problem(httpx.get(service.base_url + "/metrics", headers=headers, timeout=10), 401)
+    response = httpx.get(service.base_url + "/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert response.status_code == 200, response.text
+    assert "todo_api_requests_total" in response.text
+    assert token not in service.output()

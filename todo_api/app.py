@@ -18,9 +18,9 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp
 
 from handlers import auth, cursors, health
-from persistence import database
+from persistence import database, tasks
 from todo_api import mcp_server, problems
-from todo_api.middleware import CORS, ErrorGuard, RequestLimits
+from todo_api.middleware import CORS, ErrorGuard, RequestLimits, ResponseHeaders
 from todo_api.observability import RequestContext, configure_logging
 from todo_api.settings import ConfigError, Settings, load
 from todo_api.validation import VALIDATOR_MAP
@@ -37,7 +37,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     if not settings.verifies_tokens:
         raise ConfigError("BETTER_AUTH_SECRET, BETTER_AUTH_URL or JWT_JWKS_URL is required to verify tokens")
     configure_logging(settings.log_level)
-    health.configure(metrics_enabled=settings.metrics_enabled)
+    health.configure(metrics_enabled=settings.metrics_enabled, metrics_token=settings.metrics_token)
+    tasks.configure(max_tasks_per_user=settings.max_tasks_per_user, search_timeout_ms=settings.search_timeout_ms)
     auth.configure(settings)
     cursors.configure(settings.better_auth_secret or settings.database_url)
 
@@ -82,7 +83,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             expose_headers=["Location", "ETag", "Link"],
             max_age=600,
         )
-    return assistants.mounted_on(RequestContext(ErrorGuard(app)))
+    return assistants.mounted_on(RequestContext(ResponseHeaders(ErrorGuard(app))))
 
 
 def contract(path: Path = CONTRACT) -> dict[str, Any]:

@@ -1,11 +1,11 @@
-"""ASGI middleware of our own: request size limits, CORS answers, the last-resort error guard."""
+"""ASGI middleware of our own: request limits, response headers, CORS answers, the last-resort error guard."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -15,14 +15,14 @@ from todo_api import problems
 log = logging.getLogger("todo_api")
 
 
-MAX_URL_BYTES = 48 * 1024  # above any schema-valid list query (q and search at 1000 characters, encoded)
+MAX_URL_BYTES = 48 * 1024  # far above any schema-valid list query (cursor, tags, q and search, encoded)
 MAX_HEADER_BYTES = 16 * 1024  # all headers but Authorization, whose oversize is the token's 401
 
 
 class RequestLimits:
-    """414 for a URL over MAX_URL_BYTES, 431 for headers over MAX_HEADER_BYTES, and 413 for a
-    body over `max_bytes`: at once from Content-Length, or as soon as a chunked body crosses the
-    limit — never reading more than that into memory."""
+    """414 for a URL over MAX_URL_BYTES, 431 for headers over MAX_HEADER_BYTES, 400 for more than
+    one Authorization header, and 413 for a body over `max_bytes`: at once from Content-Length, or
+    as soon as a chunked body crosses the limit — never reading more than that into memory."""
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app = app
@@ -37,6 +37,9 @@ class RequestLimits:
         header_bytes = sum(len(name) + len(value) for name, value in scope["headers"] if name != b"authorization")
         if header_bytes > MAX_HEADER_BYTES:
             raise problems.HeadersTooLarge(f"the request headers are larger than {MAX_HEADER_BYTES} bytes")
+        if sum(name == b"authorization" for name, _ in scope["headers"]) > 1:
+            # RFC 9110 §5.3: single-valued; a gateway reading another one would disagree on the caller.
+            raise problems.BadRequest("send one Authorization header, not several")
         length = Headers(scope=scope).get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             raise problems.PayloadTooLarge(self._detail())
@@ -54,6 +57,30 @@ class RequestLimits:
 
     def _detail(self) -> str:
         return f"the request body is larger than {self.max_bytes} bytes"
+
+
+class ResponseHeaders:
+    """`X-Content-Type-Options: nosniff` on every response, and `Cache-Control: no-store` on every
+    answer to a request with credentials: no browser or shared cache keeps a user's tasks."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        credentials = any(name == b"authorization" for name, _ in scope["headers"])
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                if credentials:
+                    headers.setdefault("Cache-Control", "no-store")
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 class CORS(CORSMiddleware):

@@ -11,9 +11,10 @@ import orjson
 from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from persistence.database import DatabaseUnavailable
-from persistence.tasks import IdempotencyKeyReused, PreconditionFailed
+from persistence.tasks import IdempotencyKeyReused, PreconditionFailed, SearchTooCostly, TaskLimitReached
 from todo_api.observability import DB_ERRORS
 
 log = logging.getLogger("todo_api")
@@ -22,6 +23,7 @@ MEDIA_TYPE = "application/problem+json"
 RETRY_AFTER_SECONDS = "2"
 CHALLENGE = 'Bearer realm="todo-api"'
 UNEXPECTED = "the server failed to answer this request"
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that hung up before the answer
 FieldErrors = Sequence[dict[str, str]]
 
 
@@ -147,10 +149,26 @@ def idempotency_key_reused(_request: ConnexionRequest, _error: IdempotencyKeyReu
     return response(422, detail, errors=[{"field": "Idempotency-Key", "message": detail}])
 
 
+def task_limit_reached(_request: ConnexionRequest, error: TaskLimitReached) -> ConnexionResponse:
+    return response(409, f"you already hold {error.limit} tasks, the most one user may; delete some first")
+
+
+def search_too_costly(_request: ConnexionRequest, error: SearchTooCostly) -> ConnexionResponse:
+    """Not retried as a 503 would be: the same search over the same tasks costs the same again."""
+    message = f"searching your tasks for this text took longer than {error.budget_ms} ms; narrow it with other filters"
+    return response(422, f"q {message}", errors=[{"field": "q", "message": message}])
+
+
 def database_unavailable(_request: ConnexionRequest, error: DatabaseUnavailable) -> ConnexionResponse:
     log.warning("database unavailable: %s", error)
     DB_ERRORS.inc()
     return response(503, "the database is unavailable; retry shortly")
+
+
+def client_disconnected(request: ConnexionRequest, _error: ClientDisconnect) -> ConnexionResponse:
+    """The client hung up mid-request: not a server fault, and nobody reads the answer."""
+    log.info("client disconnected during %s %s", request.method, request.url.path)
+    return ConnexionResponse(status_code=CLIENT_CLOSED_REQUEST)
 
 
 def unexpected(request: ConnexionRequest, error: Exception) -> ConnexionResponse:
@@ -163,6 +181,9 @@ HANDLERS: tuple[tuple[type[Exception], Any], ...] = (
     (ProblemException, problem_exception),
     (PreconditionFailed, precondition_failed),
     (IdempotencyKeyReused, idempotency_key_reused),
+    (TaskLimitReached, task_limit_reached),
+    (SearchTooCostly, search_too_costly),
     (DatabaseUnavailable, database_unavailable),
+    (ClientDisconnect, client_disconnected),
     (Exception, unexpected),
 )

@@ -41,6 +41,9 @@ class Settings:
     metrics_enabled: bool
     jwks_min_refresh_seconds: int
     migration_database_url: str | None
+    max_tasks_per_user: int = 10_000
+    search_timeout_ms: int = 2000
+    metrics_token: str | None = None
 
     @property
     def verifies_tokens(self) -> bool:
@@ -86,6 +89,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         metrics_enabled=_boolean(env, "METRICS_ENABLED", default=True),
         jwks_min_refresh_seconds=_integer(env, "JWT_JWKS_MIN_REFRESH_SECONDS", default=5, low=0, high=3600),
         migration_database_url=database_url(text("MIGRATION_DATABASE_URL"), "MIGRATION_DATABASE_URL"),
+        max_tasks_per_user=_integer(env, "MAX_TASKS_PER_USER", default=10_000, low=1, high=10_000_000),
+        search_timeout_ms=_integer(env, "SEARCH_TIMEOUT_MS", default=2000, low=0, high=3_600_000),
+        metrics_token=text("METRICS_TOKEN"),
     )
 
 

@@ -13,18 +13,20 @@ from connexion.lifecycle import ConnexionRequest
 from connexion.validators import AbstractRequestBodyValidator, ParameterValidator
 from jsonschema import Draft4Validator, ValidationError
 from starlette.datastructures import Headers, QueryParams
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope
 
 from todo_api.problems import BadRequest, NotFound, Unprocessable, UnsupportedMediaType
 
 _SERVER_FIELDS = {"id", "user_id", "status", "created_at", "updated_at"}
+MAX_SHOWN_NAME_CHARS = 64
 
 
 def field_errors(errors: Iterable[ValidationError], prefix: str = "") -> list[dict[str, str]]:
     """One `{field, message}` per problem; messages never echo the offending value."""
     found: list[dict[str, str]] = []
     for error in sorted(errors, key=lambda e: list(map(str, e.absolute_path))):
-        path = prefix + ".".join(str(part) for part in error.absolute_path)
+        path = prefix + ".".join(_shown(str(part)) for part in error.absolute_path)
         if error.validator == "additionalProperties":
             allowed = set(error.schema.get("properties", {}))
             for extra in sorted(set(error.instance) - allowed):
@@ -40,7 +42,14 @@ def field_errors(errors: Iterable[ValidationError], prefix: str = "") -> list[di
 
 
 def _join(path: str, name: str) -> str:
-    return f"{path}.{name}" if path else name
+    return f"{path}.{_shown(name)}" if path else _shown(name)
+
+
+def _shown(name: str) -> str:
+    """A name the client chose, safe to echo: non-printable characters (lone surrogates, controls)
+    escaped as in Python (`\\ud800`), at most MAX_SHOWN_NAME_CHARS of them."""
+    shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in name[:MAX_SHOWN_NAME_CHARS])
+    return shown + "…" if len(name) > MAX_SHOWN_NAME_CHARS else shown
 
 
 def _message(error: ValidationError) -> str:
@@ -91,8 +100,10 @@ class JSONBodyValidator(AbstractRequestBodyValidator):
         more_body = True
         while more_body:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()  # the body was cut short: nothing to validate, nobody to answer
             messages.append(message)
-            more_body = message.get("type") == "http.request" and message.get("more_body", False)
+            more_body = message.get("more_body", False)
         raw = b"".join(message.get("body", b"") for message in messages)
         if raw.strip():
             self._check(raw, Headers(scope=scope))
@@ -150,7 +161,7 @@ class RequestParameterValidator(ParameterValidator):
         errors: list[dict[str, str]] = []
         if self.strict_validation:
             for extra in sorted(self.validate_query_parameter_list(request, self.security_query_params)):
-                errors.append({"field": extra, "message": "is not a known query parameter"})
+                errors.append({"field": _shown(extra), "message": "is not a known query parameter"})
         given = QueryParams(scope.get("query_string", b""))
         for param in self.parameters.get("query", []):
             if param["schema"].get("type") != "array" and len(given.getlist(param["name"])) > 1:
