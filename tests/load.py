@@ -98,9 +98,10 @@ class WriteLoad:
                     retry_after = response.headers.get("retry-after")
                 except httpx.TransportError:
                     status, retry_after = None, None
-                    time.sleep(0.05)  # a refused connection returns at once: don't spin
                 with self._lock:
                     self.outcomes.append(Outcome(title, user, started, time.monotonic(), status, retry_after))
+                if status is None or status >= 500:
+                    time.sleep(0.1)  # an error may come back at once: pause as a client would, don't spin
 
     def _take(self) -> bool:
         with self._lock:
