@@ -32,4 +32,6 @@ def test_api_hosts_and_a_failing_primary_lose_no_acknowledged_write() -> None:
         "step 3 db1 back, rejoining as standby",
     ]
     assert re.fullmatch(r"acknowledged=[1-9]\d* lost=0 phantom=0", lines[-1]), lines[-1]
-    assert not subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout.count("tdha-")
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    left += subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
+    assert "tdha-" not in left and "tdv-" not in left, left

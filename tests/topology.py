@@ -43,6 +43,7 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 OS_USER = "postgres"  # pg_autoctl refuses to run as root
 PREFIX = "tdha-"  # namespaces, the bridge and veth ends are named with it, so leftovers can be found
 BRIDGE = "tdha-br"
+VETH_PREFIX = "tdv-"  # this machine's end of each host's link
 NET = "10.213.7"  # private test range: only these namespaces and this machine's bridge use it
 DATABASE = "todo"
 POOLER_PORT = 6432
@@ -105,6 +106,12 @@ def remove_leftovers() -> None:
         if namespace.startswith(PREFIX):
             kill_namespace(namespace)
             sh("ip", "netns", "delete", namespace, check=False)
+    # A namespace outlives its deletion while sockets in it wind down, and with it its veth pair:
+    # delete the pairs from this side so the next run can make them again.
+    for line in sh("ip", "-o", "link", "show", check=False).splitlines():
+        name = line.split(":")[1].strip().split("@")[0] if line.count(":") > 1 else ""
+        if name.startswith(VETH_PREFIX):
+            sh("ip", "link", "delete", name, check=False)
     sh("ip", "link", "delete", BRIDGE, check=False)
 
 
@@ -150,7 +157,7 @@ class Topology:
         sh("ip", "link", "set", BRIDGE, "up")
         for host in (MONITOR, *NODES, *APIS):
             sh("ip", "netns", "add", host.namespace)
-            outside = f"tdv-{host.name}"
+            outside = VETH_PREFIX + host.name
             sh("ip", "link", "add", outside, "type", "veth", "peer", "name", "eth0", "netns", host.namespace)
             sh("ip", "link", "set", outside, "master", BRIDGE, "up")
             sh("ip", "-n", host.namespace, "addr", "add", f"{host.address}/24", "dev", "eth0")
