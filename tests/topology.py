@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -419,7 +420,8 @@ def topology() -> Iterator[Topology]:
         for host in APIS:
             built.api(host)
         for host in APIS:
-            wait_for(lambda host=host: answers(f"http://{host.address}:{API_PORT}/ready"), what=f"{host.name} ready")
+            ready = f"http://{host.address}:{API_PORT}/ready"
+            wait_for(partial(answers, ready), what=f"{host.name} ready")
         built.balancer()
         wait_for(lambda: set(built.server_states().values()) == {"UP"}, what="HAProxy seeing every API host UP")
         yield built
