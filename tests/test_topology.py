@@ -19,13 +19,20 @@ from tests.topology import SKIPPED
 def test_api_hosts_and_a_failing_primary_lose_no_acknowledged_write() -> None:
     if os.environ.get("TEST_VIA_PGBOUNCER") == "1":
         pytest.skip("the topology has PgBouncer of its own; it ran in the direct pass")
-    command = [sys.executable, "-m", "tests.topology"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
-    if result.returncode == SKIPPED:
-        pytest.skip(result.stdout.strip())
-    print(result.stdout)
-    assert result.returncode == 0, result.stdout + result.stderr[-6000:]
-    lines = result.stdout.strip().splitlines()
+    scenario = subprocess.Popen(
+        [sys.executable, "-m", "tests.topology"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        stdout, stderr = scenario.communicate(timeout=900)
+    except subprocess.TimeoutExpired:
+        scenario.terminate()  # it removes what it built on SIGTERM
+        stdout, stderr = scenario.communicate(timeout=60)
+        pytest.fail(f"the scenario did not finish within 15 minutes:\n{stdout}{stderr[-6000:]}")
+    if scenario.returncode == SKIPPED:
+        pytest.skip(stdout.strip())
+    print(stdout)
+    assert scenario.returncode == 0, stdout + stderr[-6000:]
+    lines = stdout.strip().splitlines()
     assert [line.split(":")[0] for line in lines if line.startswith("step ")] == [
         "step 1 SIGKILL API host api1",
         "step 2 SIGKILL primary host db1 (PostgreSQL, keeper, PgBouncer)",

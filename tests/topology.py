@@ -520,6 +520,7 @@ def run() -> int:
 
 
 def main() -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped: still clean up (finally)
     reason = skip_reason()
     if reason:
         print(f"skipped: {reason}")
