@@ -12,8 +12,10 @@ waiting for a core does not either. The database is an embedded throwaway Postgr
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -167,9 +169,11 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--database-url", help="a PostgreSQL on this machine (default: embedded, throwaway)")
     args = parser.parse_args()
-    url = args.database_url or embedded.start(
-        Path(tempfile.mkdtemp(prefix="todo-api-capacity-")) / "pgdata", throwaway=True
-    )
+    url = args.database_url
+    if not url:
+        folder = tempfile.mkdtemp(prefix="todo-api-capacity-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)  # after the server's own cleanup
+        url = embedded.start(Path(folder) / "pgdata", throwaway=True)
     measure(url, args.requests, args.clients)
     return 0
 
