@@ -24,6 +24,7 @@ class Outcome:
     ended: float
     status: int | None  # None: no answer (connection error or timeout)
     retry_after: str | None
+    detail: str | None = None  # an error's problem+json detail, or the failure's exception name
 
     @property
     def in_doubt(self) -> bool:
@@ -92,14 +93,17 @@ class WriteLoad:
             while not self._stop.is_set() and time.monotonic() < self._until and self._take():
                 title = f"{user}-{uuid.uuid4().hex[:12]}"
                 started = time.monotonic()
+                detail = None
                 try:
                     response = client.post("/api/tasks", json={"title": title})
                     status: int | None = response.status_code
                     retry_after = response.headers.get("retry-after")
-                except httpx.TransportError:
-                    status, retry_after = None, None
+                    if response.is_error:
+                        detail = _detail(response)
+                except httpx.TransportError as error:
+                    status, retry_after, detail = None, None, type(error).__name__
                 with self._lock:
-                    self.outcomes.append(Outcome(title, user, started, time.monotonic(), status, retry_after))
+                    self.outcomes.append(Outcome(title, user, started, time.monotonic(), status, retry_after, detail))
                 if status is None or status >= 500:
                     time.sleep(0.1)  # an error may come back at once: pause as a client would, don't spin
 
@@ -107,6 +111,18 @@ class WriteLoad:
         with self._lock:
             self._budget -= 1
             return self._budget >= 0
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail"))
+    except ValueError:
+        return response.text[:80]
+
+
+def errors(outcomes: Iterable[Outcome]) -> dict[str, int]:
+    """How many failures of each status and detail."""
+    return dict(Counter(f"{o.status}: {o.detail}" for o in outcomes if o.status != 201 and o.status != 200))
 
 
 def statuses(outcomes: Iterable[Outcome]) -> dict[str, int]:

@@ -35,7 +35,7 @@ import httpx
 import jwt
 import psycopg
 
-from tests.load import Outcome, WriteLoad, audit, statuses
+from tests.load import Outcome, WriteLoad, audit, errors
 
 ROOT = Path(__file__).resolve().parent.parent
 SKIPPED = 77  # automake's "skipped" exit status
@@ -501,15 +501,17 @@ def run() -> int:
         lost, phantom = audit(outcomes, top.stored_titles(load.users))
         for step in steps:
             print(step.report(outcomes, lost), flush=True)
+            if failed := errors(step.outcomes(outcomes)):
+                print(f"  errors: {failed}", flush=True)
 
         one, two, three = (step.outcomes(outcomes) for step in steps)
         in_flight_errors = [o for o in one if o.status != 201]
         if len(in_flight_errors) > WORKERS:
-            failures.append(f"step 1: {len(in_flight_errors)} errors, more than the {WORKERS} requests in flight")
+            failures.append(f"step 1: more errors than the {WORKERS} requests in flight: {errors(one)}")
         if any(o.status not in (201, 503) for o in two) or any(o.status == 503 and not o.retry_after for o in two):
-            failures.append(f"step 2: answers other than 201 and 503 with Retry-After: {statuses(two)}")
+            failures.append(f"step 2: answers other than 201 and 503 with Retry-After: {errors(two)}")
         if any(o.status != 201 for o in three):
-            failures.append(f"step 3: not error-free: {statuses(three)}")
+            failures.append(f"step 3: not error-free: {errors(three)}")
         if lost or phantom:
             failures.append(f"{len(lost)} acknowledged writes lost, {len(phantom)} phantom writes")
     acknowledged = sum(1 for o in outcomes if o.status == 201)
