@@ -438,10 +438,11 @@ class Step:
     name: str
     started: float
     ended: float = 0.0
-    recovered: float = 0.0
 
     def outcomes(self, load: list[Outcome]) -> list[Outcome]:
-        return [o for o in load if self.started <= o.started < (self.ended or float("inf"))]
+        """The requests answered (or failed) during this step: those in flight when its fault
+        struck belong to it, not to the step they were sent in."""
+        return [o for o in load if self.started <= o.ended < (self.ended or float("inf"))]
 
     def report(self, load: list[Outcome], lost: set[str]) -> str:
         mine = self.outcomes(load)
@@ -470,11 +471,18 @@ def run() -> int:
             return jwt.encode({"sub": user, "iat": now, "exp": now + 3600}, top.secret, algorithm="HS256")
 
         steps: list[Step] = []
+
+        def begin(name: str) -> None:
+            now = time.monotonic()
+            if steps:
+                steps[-1].ended = now
+            steps.append(Step(name, now))
+
         with WriteLoad(top.url, token, workers=WORKERS, limit=30_000, seconds=600) as load:
             load.wait_until(acknowledged_since(0, 50), timeout=STEP_TIMEOUT, what="writes before any fault")
 
             victim = APIS[0]
-            steps.append(Step(f"1 SIGKILL API host {victim.name}", time.monotonic()))
+            begin(f"1 SIGKILL API host {victim.name}")
             kill_namespace(victim.namespace)
             wait_for(
                 lambda: top.server_states()[victim.name].startswith("DOWN"), what=f"HAProxy marking {victim.name} DOWN"
@@ -483,20 +491,17 @@ def run() -> int:
 
             old = top.primary()
             new = next(node for node in NODES if node is not old)
-            steps[-1].ended = time.monotonic()
-            steps.append(Step(f"2 SIGKILL primary host {old.name} (PostgreSQL, keeper, PgBouncer)", time.monotonic()))
+            begin(f"2 SIGKILL primary host {old.name} (PostgreSQL, keeper, PgBouncer)")
             kill_namespace(old.namespace)
             wait_for(lambda: top.primary() is new, what=f"pg_auto_failover promoting {new.name}")
             top.reconnect_pooler(new)
             load.wait_until(acknowledged_since(time.monotonic(), STEP_WRITES), timeout=STEP_TIMEOUT, what="step 2")
 
-            steps[-1].ended = time.monotonic()
-            steps.append(Step(f"3 {old.name} back, rejoining as standby", time.monotonic()))
+            begin(f"3 {old.name} back, rejoining as standby")
             top.restart_node(old)
             top.wait_for_states({new.name: "primary", old.name: "secondary"})
             top.pooler(old)
             load.wait_until(acknowledged_since(time.monotonic(), STEP_WRITES), timeout=STEP_TIMEOUT, what="step 3")
-            steps[-1].ended = time.monotonic()
         outcomes = load.outcomes
         lost, phantom = audit(outcomes, top.stored_titles(load.users))
         for step in steps:
