@@ -51,8 +51,6 @@ class Target:
         return f"{base}/{database or self.database}"
 
     def command(self, port: int, workers: int, *, migrate: bool = True) -> list[str]:
-        if self.name.startswith("ours+"):
-            return [APP_PYTHON, "-m", "bench.experiments", str(port), str(workers)]
         if self.name == "ours":
             return [TODO_API, "serve", "--port", str(port), "--workers", str(workers)] + (
                 [] if migrate else ["--no-migrate"]
@@ -69,8 +67,6 @@ class Target:
             env.pop(name, None)
         driver = "postgresql+asyncpg" if self.name == "fastapi" else "postgresql"
         env["DATABASE_URL"] = self.url(database, driver=driver)
-        if self.name.startswith("ours+"):
-            env["BENCH_PATCHES"] = self.name.removeprefix("ours+")
         if self.name.startswith("raw"):
             env["BENCH_RAW_DRIVER"] = "psycopg" if self.name == "raw-psycopg" else "asyncpg"
         return env
@@ -92,13 +88,9 @@ TARGETS = {
 
 
 def target(name: str) -> Target:
-    """A named target, or `ours+PATCH[+PATCH…]` (see bench/experiments.py)."""
     if name in TARGETS:
         return TARGETS[name]
-    if name.startswith("ours+"):
-        database = "bench_" + name.replace("+", "_")
-        return Target(name, database, f"todo-api with {name.removeprefix('ours+')} patched in (bench/experiments.py)")
-    raise SystemExit(f"unknown target {name!r}: {', '.join(TARGETS)} or ours+PATCH[+PATCH…]")
+    raise SystemExit(f"unknown target {name!r}: {', '.join(TARGETS)}")
 
 
 # --- databases and seed data ----------------------------------------------------------------
