@@ -29,6 +29,12 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated baselines (default fastapi,raw; also raw-psycopg)",
     )
     compare.add_argument("--rounds", type=int, default=3, help="rounds, each target once per round (default 3)")
+    compare.add_argument(
+        "--open-loop",
+        type=float,
+        default=0.6,
+        help="then each target at this fraction of fastapi's req/s, open loop (default 0.6; 0: skip)",
+    )
     workload.add_arguments(compare, duration=15, warmup=5)
 
     listing = commands.add_parser("listing", help="list latency for one user at 1 000 vs 100 000 tasks")
