@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command in ("run", "compare", "listing", "profile") and shutil.which("wrk") is None:
         parser.error("wrk is not installed: apt-get update && apt-get install -y wrk")
+    if args.command == "cpucost" and args.count == "instructions" and shutil.which("callgrind_control") is None:
+        parser.error("valgrind is not installed: apt-get install -y valgrind (or --count cpu)")
     if args.command == "run":
         return workload.run(args)
     if args.command == "compare":
