@@ -25,6 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
 PG = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+# Every database a benchmark creates starts with this: two checkouts benchmarking on one
+# PostgreSQL at once must not recreate each other's databases mid-run.
+PREFIX = os.environ.get("BENCH_DB_PREFIX", "bench_")
 SECRET = os.environ.get("BENCH_SECRET", "bench-secret-0123456789abcdef0123456789abcdef")
 TODO_API = os.environ.get("TODO_API_BIN", str(ROOT / ".venv" / "bin" / "todo-api"))
 APP_PYTHON = str(Path(TODO_API).with_name("python"))
@@ -80,10 +83,10 @@ class Target:
 
 
 TARGETS = {
-    "ours": Target("ours", "bench_ours", "todo-api: Connexion 3 + SQLAlchemy Core + psycopg 3, RLS"),
-    "fastapi": Target("fastapi", "bench_fastapi", "FastAPI + SQLModel (async session over asyncpg)"),
-    "raw": Target("raw", "bench_raw", "raw ASGI + asyncpg (the practical ceiling)"),
-    "raw-psycopg": Target("raw-psycopg", "bench_raw_psycopg", "raw ASGI + psycopg 3, no prepared statements"),
+    "ours": Target("ours", PREFIX + "ours", "todo-api: Connexion 3 + SQLAlchemy Core + psycopg 3, RLS"),
+    "fastapi": Target("fastapi", PREFIX + "fastapi", "FastAPI + SQLModel (async session over asyncpg)"),
+    "raw": Target("raw", PREFIX + "raw", "raw ASGI + asyncpg (the practical ceiling)"),
+    "raw-psycopg": Target("raw-psycopg", PREFIX + "raw_psycopg", "raw ASGI + psycopg 3, no prepared statements"),
 }
 
 
@@ -132,9 +135,10 @@ def recreate_database(name: str) -> None:
 
 
 def drop_databases() -> list[str]:
-    """Drop every bench_* database (what these benchmarks create)."""
+    """Drop every database named PREFIX… (what these benchmarks create)."""
     with admin() as connection:
-        rows = connection.execute(r"SELECT datname FROM pg_database WHERE datname LIKE 'bench\_%'").fetchall()
+        pattern = PREFIX.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + "%"
+        rows = connection.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", [pattern]).fetchall()
         for (name,) in rows:
             connection.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     return [name for (name,) in rows]
