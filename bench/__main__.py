@@ -8,7 +8,7 @@ import sys
 
 from bench import workload
 
-COMMANDS = ("run", "compare", "listing", "coldstart", "profile", "roundtrips", "cpucost", "clean")
+COMMANDS = ("run", "compare", "listing", "profile", "cpucost", "clean")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,29 +19,28 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="the workload against one target: req/s, p50, p99, errors")
-    run.add_argument(
-        "target", nargs="?", default="ours", help="ours (default), fastapi, raw, raw-psycopg or ours+PATCH…"
-    )
+    run.add_argument("target", nargs="?", default="ours", help="ours (default), fastapi, raw or raw-psycopg")
     workload.add_arguments(run, duration=15, warmup=5)
 
     compare = commands.add_parser("compare", help="ours and baselines alternately, median ratios over rounds")
     compare.add_argument(
         "--against",
         default="fastapi,raw",
-        help="comma-separated baselines (default fastapi,raw; also raw-psycopg, ours+PATCH…)",
+        help="comma-separated baselines (default fastapi,raw; also raw-psycopg)",
     )
     compare.add_argument("--rounds", type=int, default=3, help="rounds, each target once per round (default 3)")
+    compare.add_argument(
+        "--open-loop",
+        type=float,
+        default=0.6,
+        help="then each target at this fraction of fastapi's req/s, open loop (default 0.6; 0: skip)",
+    )
     workload.add_arguments(compare, duration=15, warmup=5)
 
     listing = commands.add_parser("listing", help="list latency for one user at 1 000 vs 100 000 tasks")
     listing.add_argument("--rounds", type=int, default=3)
     listing.add_argument("--duration", type=float, default=3, help="seconds per query and size per round (default 3)")
     listing.add_argument("--sizes", default="1000,100000")
-
-    coldstart = commands.add_parser("coldstart", help="exec to first 200 on /health, median of N")
-    coldstart.add_argument("--runs", type=int, default=5)
-    coldstart.add_argument("--workers", type=int, default=2)
-    coldstart.add_argument("--baselines", action="store_true", help="also time the baselines' start")
 
     profile = commands.add_parser("profile", help="py-spy on ours under the workload; writes a text summary")
     profile.add_argument("--duration", type=float, default=20)
@@ -53,19 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     profile.add_argument("--svg", action="store_true", help="also record a flame graph (bench/results/profile.svg)")
     profile.add_argument("--only", choices=["py-spy", "cpu"], help="run only one of the two profilers")
 
-    roundtrips = commands.add_parser(
-        "roundtrips", help="PostgreSQL round trips per request of ours, from a libpq trace"
-    )
-    roundtrips.add_argument("--patches", default="", help="PATCH[+PATCH…] to apply first (see bench/experiments.py)")
-
-    cpucost = commands.add_parser("cpucost", help="in-process CPU per request of ours vs ours+patches, A B A B")
+    cpucost = commands.add_parser("cpucost", help="in-process cost per request, upstream vs CPU levers, A B A B")
     cpucost.add_argument(
-        "--patches",
-        default="nopreping,utc,nopreping+utc",
-        help="comma-separated variants, each PATCH[+PATCH…] (see bench/experiments.py)",
+        "--levers",
+        default="connexion-patch,gc-freeze,connexion-patch+gc-freeze",
+        help="comma-separated variants, each LEVER[+LEVER…] (see bench/cpucost.py)",
     )
-    cpucost.add_argument("--requests", type=int, default=1000, help="requests of the mix per run (default 1000)")
-    cpucost.add_argument("--rounds", type=int, default=5)
+    cpucost.add_argument("--count", choices=["instructions", "cpu"], default="instructions",
+                         help="callgrind's instruction count (default; needs valgrind) or CPU time")  # fmt: skip
+    cpucost.add_argument("--requests", type=int, default=500, help="measured requests of the mix per run (default 500)")
+    cpucost.add_argument("--rounds", type=int, default=2)
     cpucost.add_argument(
         "--only",
         default="",
@@ -83,20 +79,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command in ("run", "compare", "listing", "profile") and shutil.which("wrk") is None:
         parser.error("wrk is not installed: apt-get update && apt-get install -y wrk")
+    if args.command == "cpucost" and args.count == "instructions" and shutil.which("callgrind_control") is None:
+        parser.error("valgrind is not installed: apt-get install -y valgrind (or --count cpu)")
     if args.command == "run":
         return workload.run(args)
     if args.command == "compare":
         return workload.compare(args)
     if args.command == "listing":
         from bench import listing as module
-    elif args.command == "coldstart":
-        from bench import coldstart as module
     elif args.command == "profile":
         from bench import profile as module
-    elif args.command == "cpucost":
-        from bench import cpucost as module
     else:
-        from bench import roundtrips as module
+        from bench import cpucost as module
     return module.main(args)
 
 

@@ -25,6 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
 PG = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+# Every database a benchmark creates starts with this: two checkouts benchmarking on one
+# PostgreSQL at once must not recreate each other's databases mid-run.
+PREFIX = os.environ.get("BENCH_DB_PREFIX", "bench_")
 SECRET = os.environ.get("BENCH_SECRET", "bench-secret-0123456789abcdef0123456789abcdef")
 TODO_API = os.environ.get("TODO_API_BIN", str(ROOT / ".venv" / "bin" / "todo-api"))
 APP_PYTHON = str(Path(TODO_API).with_name("python"))
@@ -51,8 +54,6 @@ class Target:
         return f"{base}/{database or self.database}"
 
     def command(self, port: int, workers: int, *, migrate: bool = True) -> list[str]:
-        if self.name.startswith("ours+"):
-            return [APP_PYTHON, "-m", "bench.experiments", str(port), str(workers)]
         if self.name == "ours":
             return [TODO_API, "serve", "--port", str(port), "--workers", str(workers)] + (
                 [] if migrate else ["--no-migrate"]
@@ -69,8 +70,6 @@ class Target:
             env.pop(name, None)
         driver = "postgresql+asyncpg" if self.name == "fastapi" else "postgresql"
         env["DATABASE_URL"] = self.url(database, driver=driver)
-        if self.name.startswith("ours+"):
-            env["BENCH_PATCHES"] = self.name.removeprefix("ours+")
         if self.name.startswith("raw"):
             env["BENCH_RAW_DRIVER"] = "psycopg" if self.name == "raw-psycopg" else "asyncpg"
         return env
@@ -84,21 +83,17 @@ class Target:
 
 
 TARGETS = {
-    "ours": Target("ours", "bench_ours", "todo-api: Connexion 3 + SQLAlchemy Core + psycopg 3, RLS"),
-    "fastapi": Target("fastapi", "bench_fastapi", "FastAPI + SQLModel (async session over asyncpg)"),
-    "raw": Target("raw", "bench_raw", "raw ASGI + asyncpg (the practical ceiling)"),
-    "raw-psycopg": Target("raw-psycopg", "bench_raw_psycopg", "raw ASGI + psycopg 3, no prepared statements"),
+    "ours": Target("ours", PREFIX + "ours", "todo-api: Connexion 3 + SQLAlchemy Core + psycopg 3, RLS"),
+    "fastapi": Target("fastapi", PREFIX + "fastapi", "FastAPI + SQLModel (async session over asyncpg)"),
+    "raw": Target("raw", PREFIX + "raw", "raw ASGI + asyncpg (the practical ceiling)"),
+    "raw-psycopg": Target("raw-psycopg", PREFIX + "raw_psycopg", "raw ASGI + psycopg 3, no prepared statements"),
 }
 
 
 def target(name: str) -> Target:
-    """A named target, or `ours+PATCH[+PATCH…]` (see bench/experiments.py)."""
     if name in TARGETS:
         return TARGETS[name]
-    if name.startswith("ours+"):
-        database = "bench_" + name.replace("+", "_")
-        return Target(name, database, f"todo-api with {name.removeprefix('ours+')} patched in (bench/experiments.py)")
-    raise SystemExit(f"unknown target {name!r}: {', '.join(TARGETS)} or ours+PATCH[+PATCH…]")
+    raise SystemExit(f"unknown target {name!r}: {', '.join(TARGETS)}")
 
 
 # --- databases and seed data ----------------------------------------------------------------
@@ -140,9 +135,10 @@ def recreate_database(name: str) -> None:
 
 
 def drop_databases() -> list[str]:
-    """Drop every bench_* database (what these benchmarks create)."""
+    """Drop every database named PREFIX… (what these benchmarks create)."""
     with admin() as connection:
-        rows = connection.execute(r"SELECT datname FROM pg_database WHERE datname LIKE 'bench\_%'").fetchall()
+        pattern = PREFIX.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + "%"
+        rows = connection.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", [pattern]).fetchall()
         for (name,) in rows:
             connection.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     return [name for (name,) in rows]

@@ -1,9 +1,9 @@
 """List latency for one user at 1 000 vs 100 000 tasks (keyset pagination), side by side.
 
-Seeds bench_list with one user per size (INSERT … SELECT generate_series), serves it with
-`todo-api serve`, and measures with wrk on one connection, sizes alternating within each round:
-the first page, a page 90 % deep reached through the `Link` cursors, a common and a rare tag
-filter, and `sort=priority`.
+Seeds the database PREFIX + "list" (bench_list by default) with one user per size (INSERT …
+SELECT generate_series), serves it with `todo-api serve`, and measures with wrk on one
+connection, sizes alternating within each round: the first page, a page 90 % deep reached
+through the `Link` cursors, a common and a rare tag filter, and `sort=priority`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import time
 import urllib.request
 from urllib.parse import urlsplit
 
-from bench.harness import TARGETS, Server, log, median, recreate_database, save, seed, token, wrk
+from bench.harness import PREFIX, TARGETS, Server, log, median, recreate_database, save, seed, token, wrk
 
-DATABASE = "bench_list"
+DATABASE = PREFIX + "list"
 QUERIES = [
     ("first page", "/api/tasks?limit=50"),
     ("page 90% deep (Link cursor)", None),

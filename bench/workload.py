@@ -8,7 +8,8 @@ import json
 import urllib.request
 from typing import Any
 
-from bench.harness import Load, Prepared, Server, log, median, prepare, reset, save, target, token, wrk
+from bench import openloop
+from bench.harness import Load, Prepared, Server, log, median, prepare, reset, save, target, task_ids, token, wrk
 
 TASK_FIELDS = {
     "id", "user_id", "title", "description", "completed", "status", "priority", "tags", "due_date",
@@ -39,6 +40,17 @@ def measure(prepared: Prepared, args: argparse.Namespace) -> Load:
             if warm.errors:
                 raise SystemExit(f"{prepared.target.name}: {warm.errors} errors during warm-up: {warm.error_detail}")
         return wrk(server.base, "workload.lua", duration=args.duration, server=server, **common)
+
+
+def measure_open(prepared: Prepared, args: argparse.Namespace, rate: float) -> openloop.OpenLoad:
+    """Seeded state, a fresh server, warm-up, then the mix offered at `rate` requests per second."""
+    reset(prepared.target, prepared.max_id)
+    users = {user: (token(user), ids) for user, ids in task_ids(prepared.target).items()}
+    with Server(prepared.target, workers=args.workers) as server:
+        check_behaviour(server, prepared)
+        if args.warmup > 0:
+            openloop.run(server.port, users, rate=rate, duration=args.warmup)
+        return openloop.run(server.port, users, rate=rate, duration=args.duration)
 
 
 def check_behaviour(server: Server, prepared: Prepared) -> None:
@@ -137,12 +149,28 @@ def compare(args: argparse.Namespace) -> int:
         )
     if "raw" in names:
         print(f"ours reaches {summary['raw']['throughput']:.0%} of the raw ASGI + asyncpg ceiling's throughput")
+    fixed: dict[str, openloop.OpenLoad] = {}
+    if args.open_loop > 0:
+        reference = "fastapi" if "fastapi" in names else names[-1]
+        rate = args.open_loop * median([r[reference].rps for r in rounds])
+        print(f"\nopen loop at {rate:.0f} req/s offered ({args.open_loop:.0%} of {reference}'s median above), "
+              f"latency from each request's due time:")  # fmt: skip
+        for name in names:
+            fixed[name] = load = measure_open(prepared[name], args, rate)
+            print(f"  {name:{width}s} achieved {load.achieved_rps:6.0f} req/s  p50 {load.p50_ms:8.2f} ms"
+                  f"  p99 {load.p99_ms:8.2f} ms  max {load.max_ms:8.2f} ms  errors {load.errors}"
+                  + (f"  first: {load.first_bad}" if load.errors else ""))  # fmt: skip
+            failed = failed or load.errors > 0
+        for name in names[1:]:
+            summary[name]["p99_open_loop"] = fixed["ours"].p99_ms / fixed[name].p99_ms
+            print(f"ours/{name:{width}s} p99 at the fixed rate ×{summary[name]['p99_open_loop']:.2f}")
     path = save(
         "compare",
         {
             "args": vars(args),
             "rounds": [{name: vars(load) | {"rps": load.rps} for name, load in r.items()} for r in rounds],
             "median_ratios_ours_over": summary,
+            "open_loop": {name: vars(load) for name, load in fixed.items()},
         },
     )
     log(f"saved {path.relative_to(path.parents[2])}")

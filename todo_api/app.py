@@ -19,7 +19,7 @@ from starlette.types import ASGIApp
 
 from handlers import auth, cursors, health
 from persistence import database, tasks
-from todo_api import mcp_server, problems
+from todo_api import connexion_patches, mcp_server, problems
 from todo_api.middleware import CORS, ErrorGuard, RequestLimits, ResponseHeaders
 from todo_api.observability import RequestContext, configure_logging
 from todo_api.settings import ConfigError, Settings, load
@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     if not settings.verifies_tokens:
         raise ConfigError("BETTER_AUTH_SECRET, BETTER_AUTH_URL or JWT_JWKS_URL is required to verify tokens")
     configure_logging(settings.log_level)
+    connexion_patches.apply()
     health.configure(metrics_enabled=settings.metrics_enabled, metrics_token=settings.metrics_token)
     tasks.configure(max_tasks_per_user=settings.max_tasks_per_user, search_timeout_ms=settings.search_timeout_ms)
     auth.configure(settings)

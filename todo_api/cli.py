@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import dataclasses
+import gc
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from todo_api import embedded
 from todo_api.settings import ConfigError, Settings, load
@@ -140,6 +142,17 @@ def _database(settings: Settings) -> Settings:
     return dataclasses.replace(settings, database_url=url, better_auth_secret=secret)
 
 
+def worker_app() -> Any:
+    """One worker's application (uvicorn's factory). Frozen once built: the collector's full
+    passes then skip the contract's and libraries' ~125 000 long-lived objects, which turned each
+    into a 90 ms stall of every request in flight (bench/PROFILE.md)."""
+    from todo_api.app import create_app
+
+    app = create_app()
+    gc.freeze()
+    return app
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -161,7 +174,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     # stop an embedded PostgreSQL instead of orphaning it.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
-        "todo_api.app:create_app",
+        "todo_api.cli:worker_app",
         factory=True,
         host=args.host,
         port=args.port,
