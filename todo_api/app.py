@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Callable
@@ -20,7 +21,7 @@ from handlers import auth, cursors, health
 from persistence import database
 from todo_api import problems
 from todo_api.middleware import CORS, ErrorGuard, RequestLimits
-from todo_api.observability import RequestContext, configure_logging
+from todo_api.observability import RequestContext, configure_logging, sample_pool
 from todo_api.settings import ConfigError, Settings, load
 from todo_api.validation import VALIDATOR_MAP
 
@@ -46,8 +47,11 @@ def create_app(settings: Settings | None = None) -> RequestContext:
             settings.database_url or "",
             pool_size=settings.db_pool_size,
             statement_timeout_ms=settings.db_statement_timeout_ms,
+            max_per_user=settings.db_max_per_user,
         )
+        sampler = asyncio.create_task(sample_pool())
         yield
+        sampler.cancel()
         await database.close_pool()
 
     spec = contract()

@@ -34,6 +34,7 @@ class Settings:
     log_level: str
     db_pool_size: int
     db_statement_timeout_ms: int
+    db_max_per_user: int
     metrics_enabled: bool
     jwks_min_refresh_seconds: int
     migration_database_url: str | None
@@ -74,8 +75,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         cors_origins=_origins(text("CORS_ORIGINS")),
         max_body_bytes=_integer(env, "MAX_BODY_BYTES", default=65536, low=1024, high=64 << 20),
         log_level=log_level,
-        db_pool_size=_integer(env, "DB_POOL_SIZE", default=10, low=1, high=1000),
+        db_pool_size=_integer(env, "DB_POOL_SIZE", default=20, low=1, high=1000),
         db_statement_timeout_ms=_integer(env, "DB_STATEMENT_TIMEOUT_MS", default=5000, low=0, high=3_600_000),
+        db_max_per_user=_integer(env, "DB_MAX_PER_USER", default=4, low=1, high=1000),
         metrics_enabled=_boolean(env, "METRICS_ENABLED", default=True),
         jwks_min_refresh_seconds=_integer(env, "JWT_JWKS_MIN_REFRESH_SECONDS", default=5, low=0, high=3600),
         migration_database_url=database_url(text("MIGRATION_DATABASE_URL"), "MIGRATION_DATABASE_URL"),
