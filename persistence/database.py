@@ -42,7 +42,7 @@ APP_ROLE = "todo_api_app"
 DEADLINE_MARGIN_SECONDS = 1.0  # beyond the statement timeout: the server's own cancel arrives first
 CHECKOUT_TIMEOUT_SECONDS = 10.0  # without a statement timeout there is no deadline, but waiting ends
 UNREACHABLE_WAIT_SECONDS = 0.5  # while connecting fails, a request waits only this long for a connection
-FAIR_SHARE_WAIT_SECONDS = 1.0  # a user over their share waits this long for a slot, then 429
+FAIR_SHARE_WAIT_SECONDS = 2.0  # a user over their share waits this long for a slot, then 429
 WAITERS_PER_CONNECTION = 20  # more requests than this queued per connection: 503 at once
 MAX_LIFETIME_SECONDS = 1800.0
 # libpq defaults, unless DATABASE_URL says otherwise: give up connecting after 5 s; notice a
