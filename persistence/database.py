@@ -40,6 +40,9 @@ log = logging.getLogger("todo_api")
 
 APP_ROLE = "todo_api_app"
 DEADLINE_MARGIN_SECONDS = 1.0  # beyond the statement timeout: the server's own cancel arrives first
+# The server cancels a statement this long before the unit's deadline at the latest: a statement
+# still running when the service gives up could otherwise commit after its 503.
+SERVER_MARGIN_SECONDS = 0.25
 CHECKOUT_TIMEOUT_SECONDS = 10.0  # without a statement timeout there is no deadline, but waiting ends
 UNREACHABLE_WAIT_SECONDS = 0.5  # while connecting fails, a request waits only this long for a connection
 FAIR_SHARE_WAIT_SECONDS = 2.0  # a user over their share waits this long for a slot, then 429
@@ -163,7 +166,7 @@ class _FairShare:
 class _State:
     pool: AsyncConnectionPool[_Connection] | None = None
     deadline_seconds: float | None = None
-    statement_timeout: str = "0"
+    statement_timeout_ms: int = 0
     scope: str | None = None  # the opening statement, decided on the first connection
     unreachable: str | None = None  # why the last attempt to connect failed; None once one succeeds
     fair_share = _FairShare(None)
@@ -200,7 +203,7 @@ async def open_pool(
     )
     await _state.pool.open()
     _state.deadline_seconds = statement_timeout_ms / 1000 + DEADLINE_MARGIN_SECONDS if statement_timeout_ms else None
-    _state.statement_timeout = str(statement_timeout_ms)
+    _state.statement_timeout_ms = statement_timeout_ms
     _state.scope = None
     _state.unreachable = None
     _state.fair_share = _FairShare(max_per_user)
@@ -220,12 +223,13 @@ def pool_stats() -> dict[str, int]:
 async def run(user_id: str | None, sql: str, params: Mapping[str, Any]) -> list[Row]:
     """The rows of one statement run as `user_id`, in one round trip (and one transaction)."""
     async with _session(user_id) as session:
-        return await session.bounded(_run(session.connection, user_id, sql, params))
+        return await session.bounded(_run(session, user_id, sql, params))
 
 
-async def _run(connection: _Connection, user_id: str | None, sql: str, params: Mapping[str, Any]) -> list[Row]:
-    cursor = psycopg.AsyncClientCursor(connection, row_factory=dict_row)
-    await cursor.execute(f"{await _scope(cursor)}; {sql}", {**params, **_scope_params(user_id)})
+async def _run(session: _Session, user_id: str | None, sql: str, params: Mapping[str, Any]) -> list[Row]:
+    cursor = psycopg.AsyncClientCursor(session.connection, row_factory=dict_row)
+    scope = await _scope(cursor)
+    await cursor.execute(f"{scope}; {sql}", {**params, **_scope_params(user_id, session.deadline)})
     cursor.nextset()
     return await cursor.fetchall() if cursor.description else []
 
@@ -257,7 +261,7 @@ async def transaction(user_id: str | None = None) -> AsyncIterator[Transaction]:
     more than one statement; committed when the block ends without an error."""
     async with _session(user_id) as session:
         cursor = Transaction(session)
-        await session.bounded(_begin(session.connection, user_id))
+        await session.bounded(_begin(session, user_id))
         try:
             yield cursor
         except BaseException:
@@ -268,9 +272,10 @@ async def transaction(user_id: str | None = None) -> AsyncIterator[Transaction]:
         await cursor.execute("COMMIT")
 
 
-async def _begin(connection: _Connection, user_id: str | None) -> None:
-    cursor = psycopg.AsyncClientCursor(connection, row_factory=dict_row)
-    await cursor.execute(f"BEGIN; {await _scope(cursor)}", _scope_params(user_id))
+async def _begin(session: _Session, user_id: str | None) -> None:
+    cursor = psycopg.AsyncClientCursor(session.connection, row_factory=dict_row)
+    scope = await _scope(cursor)
+    await cursor.execute(f"BEGIN; {scope}", _scope_params(user_id, session.deadline))
 
 
 class _Session:
@@ -417,9 +422,16 @@ def _now() -> float:
     return asyncio.get_running_loop().time()
 
 
-def _scope_params(user_id: str | None) -> dict[str, str]:
-    # No user is the empty id, which owns nothing: the policies then admit no row.
-    return {"user_id": user_id or "", "timeout": _state.statement_timeout}
+def _scope_params(user_id: str | None, deadline: float | None) -> dict[str, str]:
+    """The user (no user is the empty id, which owns nothing: the policies then admit no row) and
+    the statement timeout, shortened to what is left of the deadline."""
+    timeout_ms = _state.statement_timeout_ms
+    if deadline is not None:
+        left_ms = int((deadline - _now() - SERVER_MARGIN_SECONDS) * 1000)
+        if left_ms <= 0:
+            raise DatabaseUnavailable("timeout: no time left within the deadline")
+        timeout_ms = min(timeout_ms, left_ms)
+    return {"user_id": user_id or "", "timeout": str(timeout_ms)}
 
 
 async def _scope(cursor: psycopg.AsyncClientCursor[Row]) -> str:
