@@ -7,30 +7,60 @@ each transaction also switches to the least-privilege role `todo_api_app`, so th
 
 Speed (bench/PROFILE.md): statements are built and compiled by SQLAlchemy Core once, then sent
 by psycopg with client-side binding, so that the settings and the statement travel as one
-simple-protocol message — one implicit transaction, one round trip after the pool's pre-ping.
-The settings are transaction-local, hence safe behind a transaction-mode pooler, and no
-statement is prepared server-side (PgBouncer may hand the next one to another server connection).
+simple-protocol message — one implicit transaction, one round trip. The settings are
+transaction-local, hence safe behind a transaction-mode pooler, and no statement is prepared
+server-side (PgBouncer may hand the next one to another server connection).
+
+Bounds (SPEC "Bounds"): connections are handed out by psycopg_pool, oldest waiter first; a
+connection whose idle socket has become readable (the server closed it, or reported a setting
+change such as read-only) is discarded without a round trip; every unit of work (`run`, or a
+whole `transaction`) ends within the statement timeout plus a margin, and a connection that
+misses that deadline is discarded, never reused; each user holds at most `max_per_user`
+connections of this process at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from typing import Any
+import select
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from contextlib import asynccontextmanager, suppress
+from typing import Any, Self, TypeVar
 
 import psycopg
+from psycopg import errors
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.pq import ConnStatus, TransactionStatus
 from psycopg.rows import dict_row
-from sqlalchemy import exc
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 
 log = logging.getLogger("todo_api")
 
 APP_ROLE = "todo_api_app"
-CONNECT_TIMEOUT_SECONDS = 5
-POOL_TIMEOUT_SECONDS = 10  # waiting this long for a free connection means overload: 503
+DEADLINE_MARGIN_SECONDS = 1.0  # beyond the statement timeout: the server's own cancel arrives first
+# The server cancels a statement this long before the unit's deadline at the latest: a statement
+# still running when the service gives up could otherwise commit after its 503.
+SERVER_MARGIN_SECONDS = 0.25
+CHECKOUT_TIMEOUT_SECONDS = 10.0  # without a statement timeout there is no deadline, but waiting ends
+UNREACHABLE_WAIT_SECONDS = 0.5  # while connecting fails, a request waits only this long for a connection
+FAIR_SHARE_WAIT_SECONDS = 2.0  # a user over their share waits this long for a slot, then 429
+WAITERS_PER_CONNECTION = 20  # more requests than this queued per connection: 503 at once
+MAX_LIFETIME_SECONDS = 1800.0
+# libpq defaults, unless DATABASE_URL says otherwise: give up connecting after 5 s; notice a
+# silent peer on an idle connection (keepalives) and unacknowledged data (tcp_user_timeout).
+LIBPQ_DEFAULTS = {
+    "connect_timeout": "5",
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "10000",
+}
 
 Row = dict[str, Any]
+T = TypeVar("T")
 
 # Opens every transaction: the user for row-level security, the statement timeout and, for
 # privileged logins, the least-privilege role.
@@ -46,95 +76,362 @@ _PRIVILEGE = """
     WHERE r.rolname = current_user
 """
 
+# What libpq says when it cannot connect, and the cause a log line names (first match wins).
+_CONNECT_FAILURES = (
+    ("connection refused", "connection refused"),
+    ("no such file or directory", "connection refused"),
+    ("timeout expired", "connect timeout"),
+    ("too many clients", "too many connections"),
+    ("too many connections", "too many connections"),
+    ("remaining connection slots", "too many connections"),
+    ("read-only", "read-only (a standby, or default_transaction_read_only)"),
+    ("hot standby", "read-only (a standby, or default_transaction_read_only)"),
+    ("starting up", "starting up or shutting down"),
+    ("shutting down", "starting up or shutting down"),
+    ("authentication", "authentication failed"),
+    ("translate host name", "unknown host"),
+)
+
 
 class DatabaseUnavailable(Exception):
-    """PostgreSQL could not be reached or did not answer in time."""
+    """PostgreSQL could not be reached or did not answer in time; the message names the cause."""
+
+
+class FairShareExceeded(Exception):
+    """The user already holds their share of this process's connections and none freed up in time."""
+
+
+class _Connection(psycopg.AsyncConnection[Any]):
+    """Remembers whether the last attempt to connect failed, and why: requests then wait only
+    briefly for a connection, and the log says the cause once, not once per request."""
+
+    @classmethod
+    async def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:  # type: ignore[override]
+        try:
+            connection = await super().connect(conninfo, **kwargs)
+        except psycopg.OperationalError as error:
+            cause = _connect_failure(error)
+            if cause != _state.unreachable:
+                log.warning("cannot connect to the database: %s", cause)
+            _state.unreachable = cause
+            raise
+        if _state.unreachable is not None:
+            log.info("connected to the database again")
+            _state.unreachable = None
+        return connection
+
+
+class _FairShare:
+    """At most `limit` units of work per user at once; the others wait their turn (FIFO), briefly."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._interested: Counter[str] = Counter()  # holders and waiters: the semaphore lives while > 0
+
+    @asynccontextmanager
+    async def slot(self, user_id: str | None, deadline: float | None) -> AsyncIterator[None]:
+        if user_id is None or self.limit is None:
+            yield
+            return
+        semaphore = self._slots.get(user_id) or self._slots.setdefault(user_id, asyncio.Semaphore(self.limit))
+        self._interested[user_id] += 1
+        try:
+            if semaphore.locked():
+                await self._wait_for(semaphore, deadline)
+            else:
+                await semaphore.acquire()  # free: returns at once
+            try:
+                yield
+            finally:
+                semaphore.release()
+        finally:
+            self._interested[user_id] -= 1
+            if not self._interested[user_id]:
+                del self._interested[user_id], self._slots[user_id]
+
+    @staticmethod
+    async def _wait_for(semaphore: asyncio.Semaphore, deadline: float | None) -> None:
+        wait = FAIR_SHARE_WAIT_SECONDS
+        remaining = None if deadline is None else deadline - _now()
+        try:
+            async with asyncio.timeout(wait if remaining is None else min(wait, remaining)):
+                await semaphore.acquire()
+        except TimeoutError:
+            if remaining is not None and remaining < wait:
+                raise DatabaseUnavailable("deadline passed waiting for the user's share of connections") from None
+            raise FairShareExceeded() from None
 
 
 class _State:
-    engine: AsyncEngine | None = None
-    statement_timeout: str = "0"
+    pool: AsyncConnectionPool[_Connection] | None = None
+    deadline_seconds: float | None = None
+    statement_timeout_ms: int = 0
     scope: str | None = None  # the opening statement, decided on the first connection
+    unreachable: str | None = None  # why the last attempt to connect failed; None once one succeeds
+    fair_share = _FairShare(None)
 
 
 _state = _State()
+_discarding: set[asyncio.Task[None]] = set()  # a reference keeps each task alive until it is done
 
 
-async def open_pool(url: str, *, pool_size: int, statement_timeout_ms: int = 0) -> None:
-    """Open the pool (connections are made on demand); statements are cancelled after
-    `statement_timeout_ms` (0: never)."""
-    _state.engine = create_async_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=True,
-        pool_timeout=POOL_TIMEOUT_SECONDS,
-        pool_recycle=1800,
-        pool_reset_on_return=None,  # every statement or transaction of ours ends before check-in
-        isolation_level="AUTOCOMMIT",  # transactions are ours: implicit (run) or explicit (transaction)
-        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS, "prepare_threshold": None},
+def conninfo(url: str) -> str:
+    """The libpq connection string for a settings URL (any form libpq takes, several hosts
+    included), with our timeouts and keepalives wherever the URL does not set its own."""
+    scheme, _, rest = url.partition("://")
+    params = conninfo_to_dict(f"{scheme.split('+')[0]}://{rest}")
+    return make_conninfo("", **{**LIBPQ_DEFAULTS, **params})
+
+
+async def open_pool(
+    url: str, *, pool_size: int, statement_timeout_ms: int = 0, max_per_user: int | None = None
+) -> None:
+    """Open a pool of at most `pool_size` connections (made on demand); statements are cancelled
+    after `statement_timeout_ms` (0: never, and no deadline); a user holds at most `max_per_user`."""
+    _state.pool = AsyncConnectionPool(
+        conninfo(url),
+        connection_class=_Connection,
+        kwargs={"autocommit": True, "prepare_threshold": None},  # transactions are ours; see the docstring
+        min_size=1,
+        max_size=pool_size,
+        open=False,
+        name="todo_api",
+        max_waiting=pool_size * WAITERS_PER_CONNECTION,
+        max_lifetime=MAX_LIFETIME_SECONDS,
+        reconnect_timeout=0,  # a failed connect is retried once, then on the next request's demand
     )
-    _state.statement_timeout = str(statement_timeout_ms)
+    await _state.pool.open()
+    _state.deadline_seconds = statement_timeout_ms / 1000 + DEADLINE_MARGIN_SECONDS if statement_timeout_ms else None
+    _state.statement_timeout_ms = statement_timeout_ms
     _state.scope = None
+    _state.unreachable = None
+    _state.fair_share = _FairShare(max_per_user)
 
 
 async def close_pool() -> None:
-    if _state.engine is not None:
-        await _state.engine.dispose()
-        _state.engine = None
+    if _state.pool is not None:
+        await _state.pool.close(timeout=1)
+        _state.pool = None
 
 
-def connections_in_use() -> int:
-    """Connections this process has checked out of its pool right now."""
-    if _state.engine is None:
-        return 0
-    return _state.engine.pool.checkedout()  # type: ignore[attr-defined]
+def pool_stats() -> dict[str, int]:
+    """psycopg_pool's figures since the last call (counters) and now (sizes), for /metrics."""
+    return _state.pool.pop_stats() if _state.pool is not None else {}
 
 
 async def run(user_id: str | None, sql: str, params: Mapping[str, Any]) -> list[Row]:
     """The rows of one statement run as `user_id`, in one round trip (and one transaction)."""
-    async with _cursor() as cursor:
-        await cursor.execute(f"{await _scope(cursor)}; {sql}", {**params, **_scope_params(user_id)})
-        cursor.nextset()
-        return await cursor.fetchall() if cursor.description else []
+    async with _session(user_id) as session:
+        return await session.bounded(_run(session, user_id, sql, params))
+
+
+async def _run(session: _Session, user_id: str | None, sql: str, params: Mapping[str, Any]) -> list[Row]:
+    cursor = psycopg.AsyncClientCursor(session.connection, row_factory=dict_row)
+    scope = await _scope(cursor)
+    await cursor.execute(f"{scope}; {sql}", {**params, **_scope_params(user_id, session.deadline)})
+    cursor.nextset()
+    return await cursor.fetchall() if cursor.description else []
+
+
+class Transaction:
+    """The cursor of an explicit transaction; every statement is bounded by the unit's deadline."""
+
+    def __init__(self, session: _Session) -> None:
+        self._session = session
+        self._cursor = psycopg.AsyncClientCursor(session.connection, row_factory=dict_row)
+
+    async def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        await self._session.bounded(self._cursor.execute(sql, params))
+
+    async def fetchone(self) -> Row | None:
+        return await self._cursor.fetchone()  # from the result already received: no I/O
+
+    async def fetchall(self) -> list[Row]:
+        return await self._cursor.fetchall()
+
+    @property
+    def description(self) -> Any:
+        return self._cursor.description
 
 
 @asynccontextmanager
-async def transaction(user_id: str | None = None) -> AsyncIterator[psycopg.AsyncClientCursor[Row]]:
+async def transaction(user_id: str | None = None) -> AsyncIterator[Transaction]:
     """An explicit transaction as `user_id` (no user: no user rows visible), for work that needs
     more than one statement; committed when the block ends without an error."""
-    async with _cursor() as cursor:
-        await cursor.execute(f"BEGIN; {await _scope(cursor)}", _scope_params(user_id))
+    async with _session(user_id) as session:
+        cursor = Transaction(session)
+        await session.bounded(_begin(session, user_id))
         try:
             yield cursor
         except BaseException:
-            await cursor.connection.rollback()
+            if session.usable:
+                with suppress(psycopg.Error, DatabaseUnavailable):
+                    await session.bounded(session.connection.rollback())
             raise
         await cursor.execute("COMMIT")
 
 
+async def _begin(session: _Session, user_id: str | None) -> None:
+    cursor = psycopg.AsyncClientCursor(session.connection, row_factory=dict_row)
+    scope = await _scope(cursor)
+    await cursor.execute(f"BEGIN; {scope}", _scope_params(user_id, session.deadline))
+
+
+class _Session:
+    """One connection held for one unit of work, and the deadline that unit must meet."""
+
+    def __init__(self, pool: AsyncConnectionPool[_Connection], connection: _Connection, deadline: float | None) -> None:
+        self.pool = pool
+        self.connection = connection
+        self.deadline = deadline
+        self.abandoned = False  # the deadline passed mid-statement: the connection is being discarded
+
+    @property
+    def usable(self) -> bool:
+        return not self.abandoned and not self.connection.broken
+
+    async def bounded(self, work: Awaitable[T]) -> T:
+        """`work`'s result, or DatabaseUnavailable when the deadline passes first. The work runs as
+        a task of its own, so that psycopg's cancellation of a query that never answers (which
+        can wait seconds for a frozen server) delays neither this request nor its 503."""
+        if self.deadline is None:
+            return await work
+        task = asyncio.ensure_future(work)
+        try:
+            done, _ = await asyncio.wait((task,), timeout=max(0.0, self.deadline - _now()))
+        except asyncio.CancelledError:
+            self._abandon(task)
+            raise
+        if not done:
+            self._abandon(task)
+            raise DatabaseUnavailable("timeout: no answer within the deadline")
+        return task.result()
+
+    def _abandon(self, task: asyncio.Future[Any]) -> None:
+        self.abandoned = True
+        task.cancel()
+        task.add_done_callback(self._discard_when_done)
+
+    def _discard_when_done(self, task: asyncio.Future[Any]) -> None:
+        if not task.cancelled():
+            task.exception()  # retrieved: the request has had its 503 already
+        _discard_later(self.pool, self.connection)
+
+
 @asynccontextmanager
-async def _cursor() -> AsyncIterator[psycopg.AsyncClientCursor[Row]]:
-    """A cursor on a pooled psycopg connection, used directly: SQLAlchemy's pool (pre-ping,
-    recycling, on-demand connects that fail fast) without its per-statement machinery."""
-    if _state.engine is None:
+async def _session(user_id: str | None) -> AsyncIterator[_Session]:
+    """A connection for one unit of work as `user_id`: the user's share, a connection handed out
+    oldest waiter first, and errors turned into DatabaseUnavailable naming their cause."""
+    pool = _state.pool
+    if pool is None:
         raise RuntimeError("the database pool is not open")
-    try:
-        async with _state.engine.connect() as connection:
-            pooled = await connection.get_raw_connection()
-            try:
-                yield psycopg.AsyncClientCursor(pooled.driver_connection, row_factory=dict_row)
-            except psycopg.OperationalError:
-                if pooled.driver_connection.broken:
-                    pooled.invalidate()  # never hand a broken connection to the next request
+    deadline = None if _state.deadline_seconds is None else _now() + _state.deadline_seconds
+    async with _state.fair_share.slot(user_id, deadline):
+        session = _Session(pool, await _checkout(pool, deadline), deadline)
+        try:
+            yield session
+        except psycopg.Error as error:
+            cause = _failure(error)
+            if cause is None:
+                await _give_back(session)
                 raise
-    except (psycopg.OperationalError, exc.OperationalError, exc.InterfaceError, exc.TimeoutError, OSError) as error:
-        raise DatabaseUnavailable(type(error).__name__) from error
+            await _give_back(session, keep=not isinstance(error, errors.ReadOnlySqlTransaction))
+            raise DatabaseUnavailable(cause) from error
+        except BaseException:
+            await _give_back(session)
+            raise
+        await _give_back(session)
 
 
-def _scope_params(user_id: str | None) -> dict[str, str]:
-    # No user is the empty id, which owns nothing: the policies then admit no row.
-    return {"user_id": user_id or "", "timeout": _state.statement_timeout}
+async def _checkout(pool: AsyncConnectionPool[_Connection], deadline: float | None) -> _Connection:
+    """The next connection for this request, in arrival order, checked without a round trip."""
+    while True:
+        wait = CHECKOUT_TIMEOUT_SECONDS if deadline is None else deadline - _now()
+        if wait <= 0:
+            raise DatabaseUnavailable("timeout: no connection within the deadline")
+        if _state.unreachable is not None:
+            wait = min(wait, UNREACHABLE_WAIT_SECONDS)
+        try:
+            connection = await pool.getconn(timeout=wait)
+        except TooManyRequests:
+            raise DatabaseUnavailable("pool exhausted: too many requests waiting for a connection") from None
+        except PoolTimeout:
+            raise DatabaseUnavailable(_state.unreachable or "pool exhausted: no connection free in time") from None
+        except psycopg.OperationalError as error:  # the pool is closed: shutting down
+            raise DatabaseUnavailable(type(error).__name__) from None
+        if _idle_and_alive(connection):
+            return connection
+        await _discard(pool, connection)
+
+
+def _idle_and_alive(connection: _Connection) -> bool:
+    """Whether an idle connection still looks usable, without a round trip: nothing may have
+    arrived on its socket since it was last used (the server closing it, or a setting change
+    such as read-only, make it readable)."""
+    pgconn = connection.pgconn
+    if pgconn.status != ConnStatus.OK or pgconn.transaction_status != TransactionStatus.IDLE:
+        return False
+    poller = select.poll()
+    poller.register(pgconn.socket, select.POLLIN)
+    return not poller.poll(0)
+
+
+async def _give_back(session: _Session, *, keep: bool = True) -> None:
+    """Return the session's connection to the pool, or discard it when it is in any doubt."""
+    if session.abandoned:
+        return
+    connection = session.connection
+    if keep and not connection.broken and connection.pgconn.transaction_status == TransactionStatus.IDLE:
+        await session.pool.putconn(connection)
+    else:
+        await _discard(session.pool, connection)
+
+
+async def _discard(pool: AsyncConnectionPool[_Connection], connection: _Connection) -> None:
+    """Close `connection` and let the pool replace it."""
+    await connection.close()
+    await pool.putconn(connection)
+
+
+def _discard_later(pool: AsyncConnectionPool[_Connection], connection: _Connection) -> None:
+    task = asyncio.ensure_future(_discard(pool, connection))
+    _discarding.add(task)
+    task.add_done_callback(_discarding.discard)
+
+
+def _failure(error: psycopg.Error) -> str | None:
+    """The cause, for a log line, when `error` means the database is unavailable; else None."""
+    if isinstance(error, errors.ReadOnlySqlTransaction):
+        return "read-only (a standby, or default_transaction_read_only)"
+    if isinstance(error, errors.QueryCanceled):
+        return "statement timeout"
+    if isinstance(error, errors.TooManyConnections):
+        return "too many connections"
+    if isinstance(error, psycopg.OperationalError):
+        return "connection lost" if error.sqlstate is None else f"{type(error).__name__} ({error.sqlstate})"
+    return None
+
+
+def _connect_failure(error: psycopg.OperationalError) -> str:
+    message = str(error).lower()
+    return next((cause for words, cause in _CONNECT_FAILURES if words in message), "cannot connect")
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def _scope_params(user_id: str | None, deadline: float | None) -> dict[str, str]:
+    """The user (no user is the empty id, which owns nothing: the policies then admit no row) and
+    the statement timeout, shortened to what is left of the deadline."""
+    timeout_ms = _state.statement_timeout_ms
+    if deadline is not None:
+        left_ms = int((deadline - _now() - SERVER_MARGIN_SECONDS) * 1000)
+        if left_ms <= 0:
+            raise DatabaseUnavailable("timeout: no time left within the deadline")
+        timeout_ms = min(timeout_ms, left_ms)
+    return {"user_id": user_id or "", "timeout": str(timeout_ms)}
 
 
 async def _scope(cursor: psycopg.AsyncClientCursor[Row]) -> str:

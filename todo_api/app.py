@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Callable
@@ -21,7 +22,7 @@ from handlers import auth, cursors, health
 from persistence import database, tasks
 from todo_api import connexion_patches, mcp_server, problems
 from todo_api.middleware import CORS, ErrorGuard, RequestLimits, ResponseHeaders
-from todo_api.observability import RequestContext, configure_logging
+from todo_api.observability import RequestContext, configure_logging, sample_pool
 from todo_api.settings import ConfigError, Settings, load
 from todo_api.validation import VALIDATOR_MAP
 
@@ -54,9 +55,12 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             settings.database_url or "",
             pool_size=settings.db_pool_size,
             statement_timeout_ms=settings.db_statement_timeout_ms,
+            max_per_user=settings.db_max_per_user,
         )
+        sampler = asyncio.create_task(sample_pool())
         async with assistants.running():
             yield
+        sampler.cancel()
         await database.close_pool()
 
     allowed_methods = _allowed_methods(spec)  # read before Connexion works on the same data

@@ -8,6 +8,7 @@ PROMETHEUS_MULTIPROC_DIR (set by `todo-api serve`).
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import logging
@@ -38,7 +39,23 @@ LATENCY = Histogram(
 POOL_CHECKED_OUT = Gauge(
     "todo_api_db_pool_connections_in_use", "Database connections checked out", multiprocess_mode="livesum"
 )
+POOL_OPEN = Gauge("todo_api_db_pool_connections", "Database connections open or opening", multiprocess_mode="livesum")
+POOL_WAITING = Gauge(
+    "todo_api_db_pool_requests_waiting", "Requests queued for a database connection", multiprocess_mode="livesum"
+)
+# psycopg_pool's counters (get_stats), by their name there.
+POOL_COUNTERS = {
+    "requests_num": Counter("todo_api_db_pool_checkouts", "Connections asked of the pool"),
+    "requests_queued": Counter("todo_api_db_pool_checkouts_queued", "Checkouts that had to wait for a connection"),
+    "requests_errors": Counter("todo_api_db_pool_checkout_errors", "Checkouts given up: timeout or queue full"),
+    "requests_wait_ms": Counter("todo_api_db_pool_wait_milliseconds", "Time spent waiting for a connection"),
+    "connections_num": Counter("todo_api_db_pool_connects", "Connection attempts"),
+    "connections_errors": Counter("todo_api_db_pool_connect_errors", "Connection attempts that failed"),
+    "returns_bad": Counter("todo_api_db_pool_connections_discarded", "Connections discarded: broken, stale or late"),
+}
+POOL_SAMPLE_SECONDS = 1.0
 DB_ERRORS = Counter("todo_api_db_errors", "Requests answered 503 because the database was unavailable")
+FAIR_SHARE_REFUSALS = Counter("todo_api_fair_share_refusals", "Requests answered 429: the user exceeded their share")
 
 
 class JsonFormatter(logging.Formatter):
@@ -72,6 +89,21 @@ def configure_logging(level: str) -> None:
     # the MCP SDK a line per message: the access line already says it all.
     for name in ("httpx", "mcp"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # A line per discarded connection or failed connect: persistence.database logs the cause once.
+    logging.getLogger("psycopg").setLevel(logging.ERROR)
+
+
+async def sample_pool() -> None:
+    """Copy the pool's figures into the metrics every POOL_SAMPLE_SECONDS, until cancelled."""
+    while True:
+        stats = database.pool_stats()
+        if stats:
+            POOL_OPEN.set(stats["pool_size"])
+            POOL_CHECKED_OUT.set(stats["pool_size"] - stats["pool_available"])
+            POOL_WAITING.set(stats.get("requests_waiting", 0))
+            for name, counter in POOL_COUNTERS.items():
+                counter.inc(stats.get(name, 0))
+        await asyncio.sleep(POOL_SAMPLE_SECONDS)
 
 
 def metrics_exposition() -> bytes:
@@ -115,7 +147,6 @@ class RequestContext:
             operation = extensions.get("connexion_routing", {}).get("operation_id") or "none"
             REQUESTS.labels(operation, scope["method"], str(status)).inc()
             LATENCY.labels(operation).observe(elapsed)
-            POOL_CHECKED_OUT.set(database.connections_in_use())
             _access.info(
                 "request",
                 extra={

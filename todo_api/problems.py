@@ -13,14 +13,15 @@ from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from persistence.database import DatabaseUnavailable
+from persistence.database import DatabaseUnavailable, FairShareExceeded
 from persistence.tasks import IdempotencyKeyReused, PreconditionFailed, SearchTooCostly, TaskLimitReached
-from todo_api.observability import DB_ERRORS
+from todo_api.observability import DB_ERRORS, FAIR_SHARE_REFUSALS
 
 log = logging.getLogger("todo_api")
 
 MEDIA_TYPE = "application/problem+json"
 RETRY_AFTER_SECONDS = "2"
+FAIR_SHARE_RETRY_AFTER_SECONDS = "1"
 CHALLENGE = 'Bearer realm="todo-api"'
 UNEXPECTED = "the server failed to answer this request"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that hung up before the answer
@@ -108,6 +109,8 @@ def response(
         headers.setdefault("WWW-Authenticate", CHALLENGE)
     if status == 503:
         headers.setdefault("Retry-After", RETRY_AFTER_SECONDS)
+    if status == 429:
+        headers.setdefault("Retry-After", FAIR_SHARE_RETRY_AFTER_SECONDS)
     return ConnexionResponse(
         status_code=status, body=body(status, detail, errors), content_type=MEDIA_TYPE, headers=headers
     )
@@ -171,6 +174,11 @@ def client_disconnected(request: ConnexionRequest, _error: ClientDisconnect) -> 
     return ConnexionResponse(status_code=CLIENT_CLOSED_REQUEST)
 
 
+def fair_share_exceeded(_request: ConnexionRequest, _error: FairShareExceeded) -> ConnexionResponse:
+    FAIR_SHARE_REFUSALS.inc()
+    return response(429, "too many of your requests are using the database at once; retry shortly")
+
+
 def unexpected(request: ConnexionRequest, error: Exception) -> ConnexionResponse:
     """A bug: one log line without stack trace, SQL or values, and a bare 500."""
     log.error("unhandled %s on %s %s", type(error).__name__, request.method, request.url.path)
@@ -185,5 +193,6 @@ HANDLERS: tuple[tuple[type[Exception], Any], ...] = (
     (SearchTooCostly, search_too_costly),
     (DatabaseUnavailable, database_unavailable),
     (ClientDisconnect, client_disconnected),
+    (FairShareExceeded, fair_share_exceeded),
     (Exception, unexpected),
 )

@@ -38,6 +38,7 @@ class Settings:
     api_token: str | None
     db_pool_size: int
     db_statement_timeout_ms: int
+    db_max_per_user: int
     metrics_enabled: bool
     jwks_min_refresh_seconds: int
     migration_database_url: str | None
@@ -84,8 +85,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         openapi_file=_existing_file(text("OPENAPI_FILE"), "OPENAPI_FILE"),
         api_url=_origin_or_url(env, "TODO_API_URL") or "http://127.0.0.1:8000",
         api_token=text("TODO_API_TOKEN"),
-        db_pool_size=_integer(env, "DB_POOL_SIZE", default=10, low=1, high=1000),
+        db_pool_size=_integer(env, "DB_POOL_SIZE", default=20, low=1, high=1000),
         db_statement_timeout_ms=_integer(env, "DB_STATEMENT_TIMEOUT_MS", default=5000, low=0, high=3_600_000),
+        db_max_per_user=_integer(env, "DB_MAX_PER_USER", default=4, low=1, high=1000),
         metrics_enabled=_boolean(env, "METRICS_ENABLED", default=True),
         jwks_min_refresh_seconds=_integer(env, "JWT_JWKS_MIN_REFRESH_SECONDS", default=5, low=0, high=3600),
         migration_database_url=database_url(text("MIGRATION_DATABASE_URL"), "MIGRATION_DATABASE_URL"),

@@ -203,7 +203,8 @@ export interface paths {
         /**
          * Prometheus metrics
          * @description Requests by operation and status, latency histogram, database connections in use and
-         *     database errors, in the Prometheus text format. 404 when `METRICS_ENABLED=false`.
+         *     database errors, in the Prometheus text format. 404 when `METRICS_ENABLED=false`. When
+         *     `METRICS_TOKEN` is set, only `Authorization: Bearer <METRICS_TOKEN>` reads them (else 401).
          */
         get: operations["health.metrics"];
         put?: never;
@@ -411,10 +412,32 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
+        /**
+         * @description Too many of the caller's requests are using the database at once (DB_MAX_PER_USER);
+         *     retry after `Retry-After` seconds.
+         */
+        TooManyRequests: {
+            headers: {
+                "Retry-After": components["headers"]["RetryAfter"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
         /** @description The database is unavailable; retry after `Retry-After` seconds. */
         ServiceUnavailable: {
             headers: {
                 "Retry-After": components["headers"]["RetryAfter"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The caller already holds `MAX_TASKS_PER_USER` tasks (10 000 by default); nothing was created. */
+        TaskLimitReached: {
+            headers: {
                 [name: string]: unknown;
             };
             content: {
@@ -443,7 +466,10 @@ export interface components {
         Status: "all" | "incomplete" | "complete" | "active" | "pending" | "completed";
         /** @description Same filter as `status`, as a boolean; giving both with different meanings is a 422. */
         Completed: boolean;
-        /** @description Case-insensitive substring of the title or the description. */
+        /**
+         * @description Case-insensitive substring of the title or the description. A search has its own time
+         *     budget (`SEARCH_TIMEOUT_MS`, 2 s by default); one that exceeds it is a 422 naming `q`.
+         */
         Q: components["schemas"]["SearchText"];
         /** @description Alias of `q`. */
         Search: components["schemas"]["SearchText"];
@@ -484,7 +510,10 @@ export interface components {
         Location: string;
         /** @description The task's current entity tag, for `If-Match`; it changes exactly when the task does. */
         ETag: string;
-        /** @description `<url>; rel="next"` (RFC 8288) when another page exists. */
+        /**
+         * @description `</api/tasks?…&cursor=…>; rel="next"` (RFC 8288) when another page exists: a relative
+         *     reference, resolved against the request's URL (it never repeats the request's `Host`).
+         */
         Link: string;
         /**
          * @description `Bearer realm="todo-api"` (RFC 6750); when a token was sent and refused, followed by
@@ -508,7 +537,10 @@ export interface operations {
                 status?: components["parameters"]["Status"];
                 /** @description Same filter as `status`, as a boolean; giving both with different meanings is a 422. */
                 completed?: components["parameters"]["Completed"];
-                /** @description Case-insensitive substring of the title or the description. */
+                /**
+                 * @description Case-insensitive substring of the title or the description. A search has its own time
+                 *     budget (`SEARCH_TIMEOUT_MS`, 2 s by default); one that exceeds it is a 422 naming `q`.
+                 */
                 q?: components["parameters"]["Q"];
                 /** @description Alias of `q`. */
                 search?: components["parameters"]["Search"];
@@ -562,6 +594,7 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["TooManyRequests"];
             503: components["responses"]["ServiceUnavailable"];
         };
     };
@@ -594,9 +627,11 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            409: components["responses"]["TaskLimitReached"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["TooManyRequests"];
             503: components["responses"]["ServiceUnavailable"];
         };
     };
@@ -639,6 +674,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             404: components["responses"]["NotFound"];
             422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["TooManyRequests"];
             503: components["responses"]["ServiceUnavailable"];
         };
     };
@@ -678,6 +714,7 @@ export interface operations {
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["TooManyRequests"];
             503: components["responses"]["ServiceUnavailable"];
         };
     };
@@ -707,6 +744,7 @@ export interface operations {
             404: components["responses"]["NotFound"];
             412: components["responses"]["PreconditionFailed"];
             422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["TooManyRequests"];
             503: components["responses"]["ServiceUnavailable"];
         };
     };
@@ -746,6 +784,7 @@ export interface operations {
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["TooManyRequests"];
             503: components["responses"]["ServiceUnavailable"];
         };
     };
@@ -785,6 +824,7 @@ export interface operations {
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["TooManyRequests"];
             503: components["responses"]["ServiceUnavailable"];
         };
     };
@@ -798,7 +838,10 @@ export interface operations {
                 status?: components["parameters"]["Status"];
                 /** @description Same filter as `status`, as a boolean; giving both with different meanings is a 422. */
                 completed?: components["parameters"]["Completed"];
-                /** @description Case-insensitive substring of the title or the description. */
+                /**
+                 * @description Case-insensitive substring of the title or the description. A search has its own time
+                 *     budget (`SEARCH_TIMEOUT_MS`, 2 s by default); one that exceeds it is a 422 naming `q`.
+                 */
                 q?: components["parameters"]["Q"];
                 /** @description Alias of `q`. */
                 search?: components["parameters"]["Search"];
@@ -856,6 +899,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["TooManyRequests"];
             503: components["responses"]["ServiceUnavailable"];
         };
     };
@@ -892,9 +936,11 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            409: components["responses"]["TaskLimitReached"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["TooManyRequests"];
             503: components["responses"]["ServiceUnavailable"];
         };
     };
@@ -940,6 +986,7 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["TooManyRequests"];
             503: components["responses"]["ServiceUnavailable"];
         };
     };
@@ -982,6 +1029,7 @@ export interface operations {
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["TooManyRequests"];
             503: components["responses"]["ServiceUnavailable"];
         };
     };
@@ -1014,6 +1062,7 @@ export interface operations {
             404: components["responses"]["NotFound"];
             412: components["responses"]["PreconditionFailed"];
             422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["TooManyRequests"];
             503: components["responses"]["ServiceUnavailable"];
         };
     };
@@ -1056,6 +1105,7 @@ export interface operations {
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["TooManyRequests"];
             503: components["responses"]["ServiceUnavailable"];
         };
     };
@@ -1098,6 +1148,7 @@ export interface operations {
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["TooManyRequests"];
             503: components["responses"]["ServiceUnavailable"];
         };
     };
@@ -1158,6 +1209,15 @@ export interface operations {
                 };
                 content: {
                     "text/plain": string;
+                };
+            };
+            /** @description `METRICS_TOKEN` is set and the request does not carry it as its bearer token. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description Metrics are turned off (`METRICS_ENABLED=false`). */
