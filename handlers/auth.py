@@ -191,7 +191,7 @@ def _caller(claims: dict[str, Any]) -> tuple[dict[str, str | None], float]:
         expires = min(expires, _session_end(claims.get("session")))
     else:
         subject = claims.get("sub")
-    if _text(subject, limit=255) is None or not subject.strip():
+    if subject is None or _text(subject, limit=255) is None or not subject.strip():
         raise Unauthorized("the token has no usable subject")
     caller = {"sub": subject, "email": _text(profile.get("email")), "name": _text(profile.get("name"))}
     return caller, expires

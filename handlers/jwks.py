@@ -20,7 +20,7 @@ FETCH_TIMEOUT_SECONDS = 3.0
 MAX_AGE_SECONDS = 600
 MAX_JWKS_BYTES = 256 * 1024
 # Which algorithms each kind of key may verify (RFC 8725 §3.1): never HS*, never `none`.
-ALGORITHMS_BY_KEY = {
+ALGORITHMS_BY_KEY: dict[tuple[str, str | None], set[str]] = {
     ("OKP", "Ed25519"): {"EdDSA"},
     ("EC", "P-256"): {"ES256"},
     ("EC", "P-384"): {"ES384"},
@@ -98,7 +98,7 @@ class KeySet:
         entries = document.get("keys") if isinstance(document, dict) else None
         if not isinstance(entries, list):
             raise ValueError("not a JWK set")
-        keys = {}
+        keys: dict[str, tuple[jwt.PyJWK, set[str]]] = {}
         for entry in entries:
             if not isinstance(entry, dict):
                 continue
@@ -114,10 +114,12 @@ class KeySet:
 
 def _allowed(entry: dict[str, Any]) -> set[str]:
     """The algorithms a published key may verify: its type's, narrowed to its `alg` if given."""
-    kty, crv, published = entry.get("kty"), entry.get("crv"), entry.get("alg")
+    kty: str | None = entry.get("kty")
+    crv: str | None = entry.get("crv")
+    published: str | None = entry.get("alg")
     if not all(isinstance(value, str | None) for value in (kty, crv, published, entry.get("use"))):
         return set()  # a malformed entry must not break the whole set
     if entry.get("use", "sig") != "sig":
         return set()  # an encryption key never verifies signatures (RFC 7517 §4.2)
-    allowed = ALGORITHMS_BY_KEY.get((kty, crv if kty != "RSA" else None), set())
+    allowed = ALGORITHMS_BY_KEY.get((kty or "", crv if kty != "RSA" else None), set())
     return allowed & {published} if published else allowed

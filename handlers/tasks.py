@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from connexion import request
@@ -18,7 +18,7 @@ from starlette.responses import Response
 from handlers import cursors
 from handlers.responses import json_response
 from persistence import tasks
-from persistence.tasks import Filters, Order, Owner
+from persistence.tasks import Filters, Order, Owner, SortField
 from todo_api.problems import NotFound, Unprocessable
 
 DEFAULT_LIMIT = 100
@@ -146,13 +146,13 @@ def _list_query(query: dict[str, Any]) -> tuple[Filters, Order]:
         query.get("completed"),
     )
     text = _agree("q", query.get("q"), "search", query.get("search"))
-    sort = _sort(query.get("sort")) if "sort" in query else None
+    sort = _sort(query["sort"]) if "sort" in query else None
     sort_by = query.get("sort_by")
     alias_sort = None
     if sort_by is not None or "sort_order" in query:
         field = _SORT_BY.get(sort_by or "created_at", sort_by or "created_at")
         descending = query.get("sort_order", "asc" if field == "title" else "desc") == "desc"
-        alias_sort = Order(field, descending)
+        alias_sort = _order(field, descending)
     order = _agree("sort", sort, "sort_by", alias_sort) or Order()
     filters = Filters(
         completed=completed,
@@ -167,7 +167,11 @@ def _list_query(query: dict[str, Any]) -> tuple[Filters, Order]:
 
 
 def _sort(value: str) -> Order:
-    return Order(value.lstrip("-"), value.startswith("-"))  # type: ignore[arg-type]
+    return _order(value.lstrip("-"), value.startswith("-"))
+
+
+def _order(field: str, descending: bool) -> Order:
+    return Order(cast(SortField, field), descending)  # a field the contract's enum admitted
 
 
 def _agree(name: str, value: Any, alias: str, alias_value: Any) -> Any:

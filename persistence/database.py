@@ -106,7 +106,7 @@ class _Connection(psycopg.AsyncConnection[Any]):
     briefly for a connection, and the log says the cause once, not once per request."""
 
     @classmethod
-    async def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:  # type: ignore[override]
+    async def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
         try:
             connection = await super().connect(conninfo, **kwargs)
         except psycopg.OperationalError as error:

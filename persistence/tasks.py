@@ -25,17 +25,20 @@ from sqlalchemy import (
     cast,
     delete,
     exists,
+    false,
     func,
     insert,
     not_,
     or_,
     select,
     text,
+    true,
     tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, psycopg
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from persistence.database import Row, run, transaction
 from persistence.tables import idempotency_keys, priority, task_tags, tasks, users
@@ -70,7 +73,7 @@ _columns = (
     tasks.c.created_at,
     tasks.c.updated_at,
 )
-_DIALECT = psycopg.dialect()
+_DIALECT = psycopg.dialect()  # type: ignore[no-untyped-call]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,7 @@ def _sql(shape: Hashable, build: Callable[[], ClauseElement]) -> _Compiled:
     compiled = _compiled.get(shape)
     if compiled is None:
         statement = build().compile(dialect=_DIALECT)
+        assert isinstance(statement, SQLCompiler)
         constants = {name: bind.value for name, bind in statement.binds.items() if not bind.required}
         compiled = _compiled[shape] = _Compiled(str(statement), constants)
     return compiled
@@ -316,7 +320,8 @@ async def _claim_idempotency_key(cursor: Any, user_id: str, key: str, request_ha
         f"SELECT {names} FROM jsonb_populate_record(NULL::tasks, %(response)s)",
         {"response": Jsonb(earlier["response"])},
     )
-    return await cursor.fetchone()
+    replayed: Row | None = await cursor.fetchone()
+    return replayed
 
 
 async def update_for_user(
@@ -339,7 +344,10 @@ async def update_for_user(
         values: dict[str, Any] = {name: bindparam(name) for name in names}
         if toggle_completed:
             values["completed"] = not_(tasks.c.completed)
-        changed = or_(toggle_completed, *(tasks.c[name].is_distinct_from(bindparam(name)) for name in names))
+        changed = or_(
+            true() if toggle_completed else false(),
+            *(tasks.c[name].is_distinct_from(bindparam(name)) for name in names),
+        )
         return (
             update(tasks)
             .where(*_task_matches(checked))
@@ -480,7 +488,7 @@ def _ordered(query: Select[Any], order: Order, position: str) -> Select[Any]:
     def beyond(left: ColumnElement[Any], right: ColumnElement[Any]) -> ColumnElement[bool]:
         return left < right if order.descending else left > right
 
-    last_id = bindparam("after_id")
+    last_id: ColumnElement[Any] = bindparam("after_id")
     if order.field == "due_date":
         # Tasks without a due date come last in both directions.
         query = query.order_by(tasks.c.due_date.is_(None), direction(column), direction(tasks.c.id))

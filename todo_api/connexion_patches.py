@@ -54,7 +54,7 @@ def apply(version: str | None = None) -> bool:
     if version != WRITTEN_FOR:
         logger.warning("connexion %s: per-request speed patch not applied (written for %s only)", version, WRITTEN_FOR)
         return False
-    AsyncOperation.fn = _ONCE_PER_OPERATION  # type: ignore[assignment]
+    AsyncOperation.fn = _ONCE_PER_OPERATION
     security.inspect_function_arguments = _SIGNATURE_ONCE
     return True
 
