@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 import jwt
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, pool, text
 from sqlalchemy.engine import Engine
 
 from persistence import schema
@@ -396,6 +397,53 @@ def test_a_database_that_cannot_be_migrated_stops_the_start_with_one_line(
     line = assert_refused(result, variable)
     assert line.startswith(f"todo-api: cannot migrate: {variable}: "), line
     assert "hunter2" not in result.stdout + result.stderr
+
+
+@pytest.fixture
+def silent_host() -> Iterator[str]:
+    """host:port of a peer that accepts TCP connections and never says a word (a wrong service,
+    or a firewall that lets the handshake through)."""
+    with socket.create_server(("127.0.0.1", 0), backlog=64) as listener:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+
+
+@pytest.mark.parametrize(
+    ("command", "variable"),
+    [(["serve", "--port", "0"], "DATABASE_URL"), (["migrate"], "MIGRATION_DATABASE_URL")],
+    ids=["serve", "migrate"],
+)
+def test_a_database_host_that_never_answers_stops_the_start_with_one_line(
+    env: Env, silent_host: str, command: list[str], variable: str
+) -> None:
+    url = f"postgresql://owner:hunter2-secret@{silent_host}/todo"
+    try:
+        result = todo_api(*command, env=env(**{variable: url}), timeout=90)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"todo-api {command[0]} still waits for a host that never answers")
+    line = assert_refused(result, variable)
+    assert line.startswith(f"todo-api: cannot migrate: {variable}: "), line
+    assert result.returncode == 1
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_migrate_waits_for_another_migration_only_as_long_as_configured(env: Env, empty_url: str) -> None:
+    engine = create_engine(empty_url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as other_migration:
+            other_migration.execute(text("SELECT pg_advisory_lock(:key)"), {"key": schema.MIGRATION_LOCK})
+            config = env(DATABASE_URL=empty_url, MIGRATION_LOCK_TIMEOUT_SECONDS="1")
+            try:
+                waited = todo_api("migrate", env=config, timeout=60)
+            except subprocess.TimeoutExpired:
+                pytest.fail("todo-api migrate waits for another migration's lock forever")
+            line = assert_refused(waited, "MIGRATION_LOCK_TIMEOUT_SECONDS")
+            assert waited.returncode == 1 and "another migration" in line, line
+            assert schema.current(empty_url) is None
+    finally:
+        engine.dispose()
+    result = todo_api("migrate", env=config)
+    assert result.returncode == 0, result.stderr
+    assert schema.current(empty_url) == schema.head()
 
 
 def test_migrate_to_an_unknown_revision_is_one_line(env: Env, database_url: str) -> None:

@@ -43,6 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     migrate = commands.add_parser("migrate", help="upgrade (or downgrade) the schema to a revision")
     migrate.add_argument("revision", nargs="?", default="head", help="target revision (default: head; base: empty)")
+    migrate.add_argument(
+        "--yes", action="store_true", help="downgrade even if that deletes tables or columns holding rows"
+    )
 
     token = commands.add_parser("token", help="mint a development HS256 token signed with BETTER_AUTH_SECRET")
     token.add_argument("user_id", metavar="USER_ID", help="the token's subject")
@@ -84,7 +87,7 @@ class MigrationError(Exception):
     """The schema could not be brought to the revision asked for; the message is one line."""
 
 
-def _apply_migrations(settings: Settings, revision: str = "head") -> str:
+def _apply_migrations(settings: Settings, revision: str = "head", *, discard_data: bool = False) -> str:
     """Migrate as the owner role (MIGRATION_DATABASE_URL, else DATABASE_URL); returns that URL."""
     from alembic.util import CommandError
     from sqlalchemy.exc import DBAPIError
@@ -93,7 +96,11 @@ def _apply_migrations(settings: Settings, revision: str = "head") -> str:
 
     url = settings.migration_database_url or settings.database_url or ""
     try:
-        schema.migrate(url, revision)
+        schema.migrate(
+            url, revision, lock_timeout_seconds=settings.migration_lock_timeout_seconds, discard_data=discard_data
+        )
+    except schema.MigrationRefused as error:
+        raise MigrationError(str(error)) from None
     except DBAPIError as error:  # the driver's words name host and cause, never the password
         source = "MIGRATION_DATABASE_URL" if settings.migration_database_url else "DATABASE_URL"
         reason = " ".join(str(error.orig).split())
@@ -168,7 +175,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from persistence import schema
 
-    url = _apply_migrations(_database(settings), args.revision)
+    url = _apply_migrations(_database(settings), args.revision, discard_data=args.yes)
     print(f"todo-api: schema at {schema.current(url) or 'base'}")
     return 0
 

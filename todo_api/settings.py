@@ -37,6 +37,7 @@ class Settings:
     metrics_enabled: bool
     jwks_min_refresh_seconds: int
     migration_database_url: str | None
+    migration_lock_timeout_seconds: int
 
     @property
     def verifies_tokens(self) -> bool:
@@ -79,6 +80,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         metrics_enabled=_boolean(env, "METRICS_ENABLED", default=True),
         jwks_min_refresh_seconds=_integer(env, "JWT_JWKS_MIN_REFRESH_SECONDS", default=5, low=0, high=3600),
         migration_database_url=database_url(text("MIGRATION_DATABASE_URL"), "MIGRATION_DATABASE_URL"),
+        migration_lock_timeout_seconds=_integer(env, "MIGRATION_LOCK_TIMEOUT_SECONDS", default=60, low=1, high=86400),
     )
 
 
