@@ -97,6 +97,18 @@ def refuse_to_serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 @contextmanager
 def serving(env: dict[str, str], *args: str, timeout: float = 120) -> Iterator[tuple[str, Path]]:
     """`todo-api serve *args` (migrating first, unlike the conftest service) until /health answers."""
+    with serve_process(env, *args, timeout=timeout) as (process, base_url, log):
+        try:
+            yield base_url, log
+        finally:
+            stop(process, timeout=30)
+
+
+@contextmanager
+def serve_process(
+    env: dict[str, str], *args: str, timeout: float = 120
+) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+    """`todo-api serve *args` answering /health, for the test to end as it likes (killed if it did not)."""
     port = free_port()
     log = Path(env["TODO_API_DATA_DIR"]).parent / f"serve-{port}.log"
     with log.open("w") as output:
@@ -106,9 +118,11 @@ def serving(env: dict[str, str], *args: str, timeout: float = 120) -> Iterator[t
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(process, answers(base_url + "/health"), name="todo-api serve", log=log.read_text, timeout=timeout)
-        yield base_url, log
+        yield process, base_url, log
     finally:
-        stop(process, timeout=30)
+        if process.poll() is None:
+            process.kill()
+        process.wait()
 
 
 def spell(url: str, scheme: str, query: str = "") -> str:
@@ -515,3 +529,52 @@ def test_stopping_serve_stops_its_embedded_database(bare_env: Env, embedded_pidf
     with serving(bare_env()):
         assert embedded_pidfile.exists()
     assert wait_until_gone(embedded_pidfile), "the embedded PostgreSQL is still running after serve stopped"
+
+
+def test_after_a_killed_serve_a_clean_stop_still_stops_the_embedded_database(
+    bare_env: Env, embedded_pidfile: Path
+) -> None:
+    """A SIGKILLed serve cannot stop its PostgreSQL; the next serve's clean exit must."""
+    with serve_process(bare_env()) as (killed, _, _):
+        killed.kill()
+        killed.wait()
+    assert embedded_pidfile.exists(), "nothing stopped the server: the next serve finds it running"
+    with serving(bare_env()):
+        pass
+    assert wait_until_gone(embedded_pidfile), "the embedded PostgreSQL outlived a clean stop after a SIGKILL"
+
+
+def children(pid: int) -> set[int]:
+    """The live (not zombie) processes whose parent is `pid`."""
+    found = set()
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(stat_file.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="workers watch their master with Linux's PR_SET_PDEATHSIG")
+def test_workers_of_a_killed_master_stop_serving(env: Env) -> None:
+    with serve_process(env(), "--no-migrate", "--workers", "2") as (master, base_url, _):
+        workers = children(master.pid)
+        assert len(workers) >= 2, workers
+        master.kill()
+        master.wait()
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in workers if alive(pid)], "workers outlived their master"
+        with pytest.raises(httpx.TransportError):
+            httpx.get(base_url + "/health", timeout=5)

