@@ -8,6 +8,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -60,7 +61,8 @@ def bare_env(data_dir: Path) -> Env:
     """The environment of a fresh machine: no configuration at all, plus `overrides`."""
 
     def fresh(**overrides: str) -> dict[str, str]:
-        base = {key: value for key, value in os.environ.items() if key not in CONFIG_VARIABLES}
+        # No XDG_RUNTIME_DIR either, as under su, cron or a systemd service.
+        base = {key: value for key, value in os.environ.items() if key not in {*CONFIG_VARIABLES, "XDG_RUNTIME_DIR"}}
         return {**base, "TODO_API_DATA_DIR": str(data_dir), **overrides}
 
     return fresh
@@ -293,6 +295,8 @@ BAD_VALUES = [
     ("DATABASE_URL", "mysql://tasks:hunter2@db.example/tasks"),
     ("DATABASE_URL", "sqlite:///tasks.db"),
     ("DATABASE_URL", "not a url"),
+    ("DATABASE_URL", "postgresql://tasks:hunter2@db.example:fivefourthree/tasks"),
+    ("DATABASE_URL", "postgresql://tasks:hunter2@db.example:70000/tasks"),
     ("BETTER_AUTH_URL", "not a url"),
     ("JWT_JWKS_URL", "ftp://auth.example/jwks"),
 ]
@@ -303,6 +307,41 @@ def test_serve_refuses_a_bad_value_naming_the_variable(env: Env, variable: str, 
     line = assert_refused(refuse_to_serve(env(**{variable: value})), variable)
     if variable == "BETTER_AUTH_SECRET" or "hunter2" in value:
         assert value not in line and "hunter2" not in line, "the message leaks a secret"
+
+
+@pytest.mark.parametrize("command", [["check"], ["migrate"], ["serve", "--port", "0"]], ids=lambda c: c[0])
+def test_an_unescaped_at_sign_in_the_password_is_refused_without_showing_any_of_it(
+    env: Env, database_url: str, command: list[str]
+) -> None:
+    address = urlsplit(database_url).netloc.rpartition("@")[2]
+    config = env(DATABASE_URL=f"postgresql://postgres:hunter2@leaked-part@{address}/todo")
+    result = todo_api(*command, env=config, timeout=60)
+    line = assert_refused(result, "DATABASE_URL")
+    assert "%40" in line, line
+    assert "hunter2" not in result.stdout + result.stderr and "leaked-part" not in result.stdout + result.stderr
+
+
+def test_serve_on_a_port_in_use_is_one_line(env: Env) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = todo_api("serve", "--no-migrate", "--port", str(port), env=env(), timeout=60)
+    line = assert_refused(result, "--port")
+    assert result.returncode == 1 and f"127.0.0.1:{port}" in line, line
+
+
+@pytest.mark.parametrize("user_id", ["", "   ", "u" * 256], ids=["empty", "blank", "256-characters"])
+def test_token_refuses_a_user_id_the_service_would_refuse(env: Env, user_id: str) -> None:
+    result = todo_api("token", user_id, env=env())
+    assert result.returncode == 2 and result.stdout == ""
+    assert "argument USER_ID: must be 1 to 255 characters" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_token_for_the_longest_user_id_is_accepted_by_the_service(service: Service, env: Env) -> None:
+    user_id = "u" * 255
+    result = todo_api("token", user_id, env=env())
+    assert result.returncode == 0, result.stderr
+    answer = httpx.get(service.base_url + "/api/tasks", headers={"Authorization": f"Bearer {result.stdout.strip()}"})
+    assert answer.status_code == 200, answer.text
 
 
 @pytest.mark.parametrize(("variable", "value"), BAD_VALUES)
@@ -514,6 +553,7 @@ def test_first_run_needs_no_configuration(bare_env: Env, data_dir: Path, embedde
     with serving(bare_env()) as (base_url, log):
         announcement = log.read_text()
         assert "secret" in announcement.lower() and str(data_dir.resolve()) in announcement, announcement
+        assert "Warning" not in announcement, announcement
         minted = todo_api("token", "first-run-user", env=bare_env())
         assert minted.returncode == 0, minted.stderr
         headers = {"Authorization": f"Bearer {minted.stdout.strip()}"}
@@ -578,3 +618,25 @@ def test_workers_of_a_killed_master_stop_serving(env: Env) -> None:
         assert not [pid for pid in workers if alive(pid)], "workers outlived their master"
         with pytest.raises(httpx.TransportError):
             httpx.get(base_url + "/health", timeout=5)
+
+
+# --- the test suite itself -------------------------------------------------------------------------
+
+
+def test_the_session_database_leaves_no_folder_behind(tmp_path: Path) -> None:
+    """The embedded session database (no TEST_DATABASE_URL) deletes its whole temporary folder."""
+    probe = tmp_path / "test_probe.py"
+    probe.write_text("def test_probe(database_url):\n    assert database_url\n")
+    env = {key: value for key, value in os.environ.items() if key not in {"TEST_DATABASE_URL", "TEST_VIA_PGBOUNCER"}}
+    # Short, since PostgreSQL's socket goes below it.
+    with tempfile.TemporaryDirectory(prefix="todo-api-tmp-") as temporary:
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest", "-p", "no:cacheprovider", str(probe)],
+            env={**env, "TMPDIR": temporary},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert list(Path(temporary).glob("todo-api-test-*")) == []

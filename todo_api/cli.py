@@ -8,6 +8,7 @@ import dataclasses
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -23,6 +24,8 @@ With no DATABASE_URL it runs its own embedded PostgreSQL (data in %(data)s) and 
 development secret, so `todo-api serve` works on a fresh machine; mint a token with
 `todo-api token USER_ID`. See README.md for every environment variable.
 """
+
+MAX_SUBJECT_CHARS = 255  # the longest `sub` handlers/auth.py accepts
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     token = commands.add_parser("token", help="mint a development HS256 token signed with BETTER_AUTH_SECRET")
-    token.add_argument("user_id", metavar="USER_ID", help="the token's subject")
+    token.add_argument("user_id", metavar="USER_ID", type=_subject, help="the token's subject")
     token.add_argument("--email", help="email claim, copied into the user's row on first write")
     token.add_argument(
         "--ttl", type=_whole(1, 10 * 365 * 86400), default=3600, help="lifetime in seconds (default 3600)"
@@ -66,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MigrationError as error:
         print(f"todo-api: cannot migrate: {error}", file=sys.stderr)
         return 1
+    except ListenError as error:
+        print(f"todo-api: cannot listen on {error}", file=sys.stderr)
+        return 1
 
 
 def _whole(low: int, high: int) -> Callable[[str], int]:
@@ -81,6 +87,31 @@ def _whole(low: int, high: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _subject(text: str) -> str:
+    """An argparse type: a user id the service accepts as a token's subject (handlers/auth.py)."""
+    if not text.strip() or len(text) > MAX_SUBJECT_CHARS or "\x00" in text:
+        raise argparse.ArgumentTypeError(
+            f"must be 1 to {MAX_SUBJECT_CHARS} characters, not only white space (got {len(text)} characters)"
+        )
+    return text
+
+
+class ListenError(Exception):
+    """`serve` cannot listen on its address; the message is one line."""
+
+
+def _refuse_a_taken_address(host: str, port: int) -> None:
+    """Fail before starting anything, rather than as uvicorn's log line and exit status 3."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn binds
+    try:
+        with socket.create_server((host, port), family=family):
+            pass
+    except OSError as error:
+        raise ListenError(f"{host}:{port}: {error.strerror or error} (--host, --port)") from None
 
 
 class MigrationError(Exception):
@@ -143,6 +174,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from todo_api.transport import BoundedHttpToolsProtocol
 
+    _refuse_a_taken_address(args.host, args.port)
     settings = _database(settings)
     if not args.no_migrate:
         _apply_migrations(settings)

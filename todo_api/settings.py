@@ -8,6 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 MIN_SECRET_BYTES = 32
 _DRIVER_SCHEMES = {
     "postgres": "postgresql+psycopg",
@@ -94,7 +97,21 @@ def database_url(raw: str | None, name: str = "DATABASE_URL") -> str | None:
             f"{name} must start with postgresql://, postgres:// or postgresql+psycopg:// "
             f"(got scheme {scheme.split(':')[0]!r})"
         )
-    return f"{_DRIVER_SCHEMES[scheme.lower()]}://{rest}"
+    # An unescaped "@" in the password would make the rest of it the host, shown in every error.
+    if rest.partition("/")[0].count("@") > 1:
+        raise ConfigError(f"{name} has more than one '@' before the host; write an '@' in the password as %40")
+    url = f"{_DRIVER_SCHEMES[scheme.lower()]}://{rest}"
+    if not _port_is_valid(url):
+        raise ConfigError(f"{name} must have a port from 1 to 65535, or none for 5432")
+    return url
+
+
+def _port_is_valid(url: str) -> bool:
+    try:
+        port = make_url(url).port
+    except (ValueError, ArgumentError):  # not a number
+        return False
+    return port is None or 1 <= port <= 65535
 
 
 def _integer(env: Mapping[str, str], name: str, *, default: int, low: int, high: int) -> int:
