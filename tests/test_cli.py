@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import jwt
@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, pool, text
 from sqlalchemy.engine import Engine
 
 from persistence import schema
-from tests.conftest import ROOT, SECRET, Service, User
+from tests.conftest import ROOT, SECRET, Service, User, service_env
 from tests.jwks import JWKS_PATH, JwksServer, SigningKey
 from tests.processes import answers, free_port, stop, wait_until_up
 
@@ -42,6 +42,9 @@ CONFIG_VARIABLES = (
     "MAX_BODY_BYTES",
     "LOG_LEVEL",
     "TODO_API_DATA_DIR",
+    "CURSOR_SECRET",
+    "MIGRATION_DATABASE_URL",
+    "MIGRATION_LOCK_TIMEOUT_SECONDS",
 )
 Env = Callable[..., dict[str, str]]
 
@@ -253,8 +256,9 @@ def test_token_without_a_secret_uses_the_development_secret_kept_beside_the_embe
     "overrides",
     [
         pytest.param({}, id="session-database"),
-        pytest.param({"BETTER_AUTH_SECRET": "s" * 32}, id="secret-of-exactly-32-bytes"),
-        pytest.param({"BETTER_AUTH_SECRET": "é" * 16}, id="secret-of-32-bytes-in-16-characters"),
+        pytest.param({"BETTER_AUTH_SECRET": "0123456789abcdef" * 2}, id="secret-of-exactly-32-bytes"),
+        pytest.param({"BETTER_AUTH_SECRET": "éèêëàâäôöûüçîïÉÈ"}, id="secret-of-32-bytes-in-16-characters"),
+        pytest.param({"CURSOR_SECRET": "0123456789abcdef" * 2}, id="cursor-secret"),
         pytest.param(
             {
                 "JWT_LEEWAY_SECONDS": "0",
@@ -280,11 +284,22 @@ def test_check_needs_no_configuration_on_first_run(bare_env: Env) -> None:
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.parametrize("secret", [" " * 40, "s" * 32], ids=["white-space", "one-character"])
+def test_check_refuses_a_weak_secret_even_on_first_run(bare_env: Env, secret: str) -> None:
+    """Without DATABASE_URL a blank secret is not silently replaced by the development secret."""
+    assert_refused(todo_api("check", env=bare_env(BETTER_AUTH_SECRET=secret)), "BETTER_AUTH_SECRET")
+
+
 # --- a bad value stops the start with one line naming the variable ---------------------------------
 
 BAD_VALUES = [
     ("BETTER_AUTH_SECRET", "too-short"),
     ("BETTER_AUTH_SECRET", "s" * 31),
+    ("BETTER_AUTH_SECRET", "s" * 32),
+    ("BETTER_AUTH_SECRET", "é" * 16),
+    ("BETTER_AUTH_SECRET", "ab" * 32),
+    ("BETTER_AUTH_SECRET", " " * 40),
+    ("CURSOR_SECRET", "c" * 40),
     ("JWT_LEEWAY_SECONDS", "soon"),
     ("JWT_LEEWAY_SECONDS", "-1"),
     ("MAX_BODY_BYTES", "lots"),
@@ -305,7 +320,7 @@ BAD_VALUES = [
 @pytest.mark.parametrize(("variable", "value"), BAD_VALUES)
 def test_serve_refuses_a_bad_value_naming_the_variable(env: Env, variable: str, value: str) -> None:
     line = assert_refused(refuse_to_serve(env(**{variable: value})), variable)
-    if variable == "BETTER_AUTH_SECRET" or "hunter2" in value:
+    if variable.endswith("_SECRET") or "hunter2" in value:
         assert value not in line and "hunter2" not in line, "the message leaks a secret"
 
 
@@ -381,6 +396,54 @@ def test_a_jwks_source_instead_of_a_secret_is_enough_to_serve(
     started = start_service(BETTER_AUTH_SECRET="", **{variable: source})
     assert httpx.get(started.base_url + "/health").status_code == 200
     assert httpx.get(started.base_url + "/api/tasks").status_code == 401
+
+
+@pytest.fixture
+def signer() -> Iterator[tuple[SigningKey, JwksServer]]:
+    key = SigningKey.generate("EdDSA", kid="cursor-test")
+    jwks = JwksServer(key, path=None)
+    yield key, jwks
+    jwks.stop()
+
+
+def test_without_a_shared_secret_cursors_are_signed_with_a_random_secret_kept_in_the_data_directory(
+    database_url: str, tmp_path: Path, signer: tuple[SigningKey, JwksServer]
+) -> None:
+    """Not with a key derived from DATABASE_URL, which another deployment (or an attacker who can
+    guess a password-less URL) would share."""
+    key, jwks = signer
+    now = int(time.time())
+    token = key.sign(
+        {"sub": f"cursor-{uuid.uuid4().hex[:8]}", "iat": now, "exp": now + 600, "iss": jwks.url, "aud": jwks.url}
+    )
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def jwks_only(data: Path) -> Service:
+        env = service_env(database_url, BETTER_AUTH_SECRET="", BETTER_AUTH_URL=jwks.url, TODO_API_DATA_DIR=str(data))
+        env.pop("CURSOR_SECRET", None)
+        return Service(env)
+
+    first, again, elsewhere = jwks_only(tmp_path / "one"), jwks_only(tmp_path / "one"), jwks_only(tmp_path / "two")
+    try:
+        for title in ["first", "second"]:
+            assert httpx.post(first.base_url + "/api/tasks", headers=headers, json={"title": title}).status_code == 201
+        page = httpx.get(first.base_url + "/api/tasks", headers=headers, params={"limit": 1})
+        cursor = parse_qs(urlsplit(page.links["next"]["url"]).query)["cursor"][0]
+        rest = {"first", "second"} - {task["title"] for task in page.json()}
+        kept = tmp_path / "one" / "cursor-secret"
+        assert stat.S_IMODE(kept.stat().st_mode) & 0o077 == 0, "the cursor secret is readable by others"
+        assert len(kept.read_text().strip()) >= 32
+
+        same_secret = httpx.get(again.base_url + "/api/tasks", headers=headers, params={"limit": 1, "cursor": cursor})
+        assert same_secret.status_code == 200, same_secret.text
+        assert {task["title"] for task in same_secret.json()} == rest
+        other_secret = httpx.get(
+            elsewhere.base_url + "/api/tasks", headers=headers, params={"limit": 1, "cursor": cursor}
+        )
+        assert other_secret.status_code == 400, "a cursor verified by another deployment of the same DATABASE_URL"
+    finally:
+        for service in (first, again, elsewhere):
+            service.stop()
 
 
 # --- DATABASE_URL in the forms people paste --------------------------------------------------------

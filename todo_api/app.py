@@ -39,7 +39,10 @@ def create_app(settings: Settings | None = None) -> RequestContext:
     supervision.end_with_master()
     health.configure(metrics_enabled=settings.metrics_enabled)
     auth.configure(settings)
-    cursors.configure(settings.better_auth_secret or settings.database_url)
+    cursor_secret = settings.cursor_secret or settings.better_auth_secret
+    if cursor_secret is None:
+        raise ConfigError("CURSOR_SECRET (or BETTER_AUTH_SECRET) is required to sign list cursors")
+    cursors.configure(cursor_secret)
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:

@@ -26,6 +26,8 @@ development secret, so `todo-api serve` works on a fresh machine; mint a token w
 """
 
 MAX_SUBJECT_CHARS = 255  # the longest `sub` handlers/auth.py accepts
+DEVELOPMENT_SECRET = "dev-secret"
+CURSOR_SECRET = "cursor-secret"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -161,9 +163,10 @@ def _database(settings: Settings) -> Settings:
     )
     secret = settings.better_auth_secret
     if secret is None:
-        secret = embedded.development_secret(data)
+        secret = embedded.kept_secret(data / DEVELOPMENT_SECRET)
         print(
-            f"todo-api: using the development secret in {data / 'dev-secret'}; `todo-api token USER_ID` mints tokens",
+            f"todo-api: using the development secret in {data / DEVELOPMENT_SECRET}; "
+            "`todo-api token USER_ID` mints tokens",
             file=sys.stderr,
         )
     return dataclasses.replace(settings, database_url=url, better_auth_secret=secret)
@@ -182,6 +185,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     os.environ["DATABASE_URL"] = settings.database_url or ""
     if settings.better_auth_secret:
         os.environ["BETTER_AUTH_SECRET"] = settings.better_auth_secret
+    if settings.cursor_secret is None and settings.better_auth_secret is None:
+        os.environ["CURSOR_SECRET"] = _kept_cursor_secret()
     if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Workers add their metrics up through files here.
         metrics_dir = tempfile.mkdtemp(prefix="todo-api-metrics-")
@@ -204,6 +209,17 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _kept_cursor_secret() -> str:
+    """With only a JWKS source, cursors are signed with a random secret kept in the data directory."""
+    path = embedded.data_dir() / CURSOR_SECRET
+    try:
+        return embedded.kept_secret(path)
+    except OSError as error:
+        raise ConfigError(
+            f"CURSOR_SECRET is required: cannot keep a generated one in {path} ({error.strerror})"
+        ) from None
+
+
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from persistence import schema
 
@@ -217,7 +233,7 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
 
     secret = settings.better_auth_secret
     if secret is None and settings.database_url is None:
-        secret = embedded.development_secret(embedded.data_dir())
+        secret = embedded.kept_secret(embedded.data_dir() / DEVELOPMENT_SECRET)
     if secret is None:
         raise ConfigError("BETTER_AUTH_SECRET is required to mint a token")
     now = int(time.time())

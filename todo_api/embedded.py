@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import secrets
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -71,15 +72,18 @@ def _exists(pid: int) -> bool:
     return True
 
 
-def development_secret(directory: Path) -> str:
-    """The random HS256 secret kept beside the embedded data, created on first use (mode 0600)."""
-    path = directory / "dev-secret"
-    directory.mkdir(parents=True, exist_ok=True)
+def kept_secret(path: Path) -> str:
+    """The random secret kept in `path` (mode 0600), created on first use; processes starting
+    together all read the same one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, draft = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")  # mode 0600
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_urlsafe(48))
+        os.link(draft, path)  # appears whole, and only if no other process made it first
+        log.info("generated a secret in %s", path)
     except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as file:
-        file.write(secrets.token_urlsafe(48))
-    log.info("generated a development secret in %s", path)
+        pass
+    finally:
+        os.unlink(draft)
     return path.read_text().strip()

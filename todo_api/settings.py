@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 MIN_SECRET_BYTES = 32
+# A generous estimate (length × log2 of distinct bytes) that still refuses "s" * 32 or "ab" * 16.
+MIN_SECRET_BITS = 128
 _DRIVER_SCHEMES = {
     "postgres": "postgresql+psycopg",
     "postgresql": "postgresql+psycopg",
@@ -41,6 +44,7 @@ class Settings:
     jwks_min_refresh_seconds: int
     migration_database_url: str | None
     migration_lock_timeout_seconds: int
+    cursor_secret: str | None
 
     @property
     def verifies_tokens(self) -> bool:
@@ -56,12 +60,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         value = env.get(name, "").strip()
         return value or None
 
-    secret = text("BETTER_AUTH_SECRET")
-    if secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
-        raise ConfigError(
-            f"BETTER_AUTH_SECRET must be at least {MIN_SECRET_BYTES} bytes "
-            f"(got {len(secret.encode())}); generate one with `openssl rand -base64 32`"
-        )
+    secret = _secret(env, "BETTER_AUTH_SECRET")
     better_auth_url = _origin_or_url(env, "BETTER_AUTH_URL")
     jwks_url = _origin_or_url(env, "JWT_JWKS_URL")
     log_level = (text("LOG_LEVEL") or "INFO").upper()
@@ -84,6 +83,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         jwks_min_refresh_seconds=_integer(env, "JWT_JWKS_MIN_REFRESH_SECONDS", default=5, low=0, high=3600),
         migration_database_url=database_url(text("MIGRATION_DATABASE_URL"), "MIGRATION_DATABASE_URL"),
         migration_lock_timeout_seconds=_integer(env, "MIGRATION_LOCK_TIMEOUT_SECONDS", default=60, low=1, high=86400),
+        cursor_secret=_secret(env, "CURSOR_SECRET"),
     )
 
 
@@ -112,6 +112,27 @@ def _port_is_valid(url: str) -> bool:
     except (ValueError, ArgumentError):  # not a number
         return False
     return port is None or 1 <= port <= 65535
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """A shared secret long and varied enough to sign with; unset when empty."""
+    raw = env.get(name, "")
+    if not raw:
+        return None
+    if not raw.strip():
+        raise ConfigError(f"{name} is only white space; generate one with `openssl rand -base64 32`")
+    secret = raw.strip().encode()
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"{name} must be at least {MIN_SECRET_BYTES} bytes "
+            f"(got {len(secret)}); generate one with `openssl rand -base64 32`"
+        )
+    if len(secret) * math.log2(len(set(secret))) < MIN_SECRET_BITS:
+        raise ConfigError(
+            f"{name} repeats too few characters ({len(set(secret))} distinct) to be a secret; "
+            "generate one with `openssl rand -base64 32`"
+        )
+    return raw.strip()
 
 
 def _integer(env: Mapping[str, str], name: str, *, default: int, low: int, high: int) -> int:
