@@ -703,3 +703,9 @@ def test_the_session_database_leaves_no_folder_behind(tmp_path: Path) -> None:
         )
         assert result.returncode == 0, result.stdout + result.stderr
         assert list(Path(temporary).glob("todo-api-test-*")) == []
+
+
+def test_the_served_contract_names_a_server_swagger_ui_can_list(service: Service) -> None:
+    served = httpx.get(service.base_url + "/api/openapi.json").json()
+    assert served["servers"] == [{"url": "/"}]
+    assert httpx.get(service.base_url + served["servers"][0]["url"].rstrip("/") + "/api/tasks").status_code == 401

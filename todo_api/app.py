@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 
 from handlers import auth, cursors, health
 from persistence import database
-from todo_api import problems, supervision
+from todo_api import problems, supervision, swagger_ui
 from todo_api.middleware import CORS, ErrorGuard, RequestLimits
 from todo_api.observability import RequestContext, configure_logging
 from todo_api.settings import ConfigError, Settings, load
@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None) -> RequestContext:
     spec = contract()
     allowed_methods = _allowed_methods(spec)  # read before Connexion works on the same data
     request_headers = ["Authorization", "Content-Type", "X-Request-ID", *_request_headers(spec)]
-    app = AsyncApp(__name__, lifespan=lifespan)
+    app = AsyncApp(__name__, lifespan=lifespan, middlewares=swagger_ui.MIDDLEWARES)
     app.add_api(
         spec,
         resolver=RelativeResolver("handlers"),
