@@ -18,6 +18,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import CheckConstraint, Index, create_engine, pool, text
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.schema import CreateIndex
 
 from persistence import schema
@@ -276,6 +277,31 @@ def test_a_downgrade_that_would_delete_stored_data_is_refused_unless_told_yes(
     told = cli_migrate(migrated_url, target, "--yes")
     assert told.returncode == 0, told.stderr
     assert schema.current(migrated_url) == (None if target == "base" else target)
+
+
+def test_a_downgrade_counts_the_rows_that_the_owners_own_policies_hide(db: Engine, empty_url: str) -> None:
+    """As in production the owner is no superuser, and forced row-level security hides every row from it."""
+    owner = f"owner_{uuid.uuid4().hex[:8]}"
+    admin = db.execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"CREATE ROLE {owner} LOGIN CREATEROLE"))
+        connection.execute(text(f'ALTER DATABASE "{make_url(empty_url).database}" OWNER TO {owner}'))
+    owner_url = make_url(empty_url).set(username=owner).render_as_string(hide_password=False)
+    try:
+        schema.migrate(owner_url)
+        store_tasks(empty_url, 2)  # as the superuser, past the policies
+        with connect(owner_url) as connection:
+            assert connection.scalar(text("SELECT count(*) FROM tasks")) == 0, "the policies do not hide the rows"
+
+        refused = cli_migrate(owner_url, "base")
+        assert refused.returncode == 1 and "table tasks (2 rows)" in refused.stderr, refused.stderr
+        assert schema.current(empty_url) == HEAD
+    finally:
+        with connect(empty_url) as connection:
+            connection.execute(text(f"REASSIGN OWNED BY {owner} TO CURRENT_USER"))
+            connection.execute(text(f"DROP OWNED BY {owner}"))
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP ROLE {owner}"))
 
 
 def test_a_downgrade_that_deletes_no_stored_row_needs_no_flag(migrated_url: str) -> None:
