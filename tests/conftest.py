@@ -9,8 +9,10 @@ transaction mode (tests/pooler.py), as behind Neon's pooler; migrations and `db`
 
 from __future__ import annotations
 
+import atexit
 import http.client
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -54,7 +56,10 @@ def database_url() -> Iterator[str]:
     """A migrated, empty database for this session."""
     given = os.environ.get("TEST_DATABASE_URL")
     if not given:
-        url = embedded.start(Path(tempfile.mkdtemp(prefix="todo-api-test-")) / "pgdata", throwaway=True)
+        folder = tempfile.mkdtemp(prefix="todo-api-test-")
+        # Registered first, so run last: after the throwaway server has stopped and deleted pgdata.
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        url = embedded.start(Path(folder) / "pgdata", throwaway=True)
         schema.migrate(url)
         yield url
         return

@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import jwt
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, pool, text
 from sqlalchemy.engine import Engine
 
 from persistence import schema
-from tests.conftest import ROOT, SECRET, Service, User
+from tests.conftest import ROOT, SECRET, Service, User, service_env
 from tests.jwks import JWKS_PATH, JwksServer, SigningKey
 from tests.processes import answers, free_port, stop, wait_until_up
 
@@ -40,6 +42,9 @@ CONFIG_VARIABLES = (
     "MAX_BODY_BYTES",
     "LOG_LEVEL",
     "TODO_API_DATA_DIR",
+    "CURSOR_SECRET",
+    "MIGRATION_DATABASE_URL",
+    "MIGRATION_LOCK_TIMEOUT_SECONDS",
 )
 Env = Callable[..., dict[str, str]]
 
@@ -59,7 +64,8 @@ def bare_env(data_dir: Path) -> Env:
     """The environment of a fresh machine: no configuration at all, plus `overrides`."""
 
     def fresh(**overrides: str) -> dict[str, str]:
-        base = {key: value for key, value in os.environ.items() if key not in CONFIG_VARIABLES}
+        # No XDG_RUNTIME_DIR either, as under su, cron or a systemd service.
+        base = {key: value for key, value in os.environ.items() if key not in {*CONFIG_VARIABLES, "XDG_RUNTIME_DIR"}}
         return {**base, "TODO_API_DATA_DIR": str(data_dir), **overrides}
 
     return fresh
@@ -96,6 +102,18 @@ def refuse_to_serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 @contextmanager
 def serving(env: dict[str, str], *args: str, timeout: float = 120) -> Iterator[tuple[str, Path]]:
     """`todo-api serve *args` (migrating first, unlike the conftest service) until /health answers."""
+    with serve_process(env, *args, timeout=timeout) as (process, base_url, log):
+        try:
+            yield base_url, log
+        finally:
+            stop(process, timeout=30)
+
+
+@contextmanager
+def serve_process(
+    env: dict[str, str], *args: str, timeout: float = 120
+) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+    """`todo-api serve *args` answering /health, for the test to end as it likes (killed if it did not)."""
     port = free_port()
     log = Path(env["TODO_API_DATA_DIR"]).parent / f"serve-{port}.log"
     with log.open("w") as output:
@@ -105,9 +123,11 @@ def serving(env: dict[str, str], *args: str, timeout: float = 120) -> Iterator[t
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(process, answers(base_url + "/health"), name="todo-api serve", log=log.read_text, timeout=timeout)
-        yield base_url, log
+        yield process, base_url, log
     finally:
-        stop(process, timeout=30)
+        if process.poll() is None:
+            process.kill()
+        process.wait()
 
 
 def spell(url: str, scheme: str, query: str = "") -> str:
@@ -236,8 +256,9 @@ def test_token_without_a_secret_uses_the_development_secret_kept_beside_the_embe
     "overrides",
     [
         pytest.param({}, id="session-database"),
-        pytest.param({"BETTER_AUTH_SECRET": "s" * 32}, id="secret-of-exactly-32-bytes"),
-        pytest.param({"BETTER_AUTH_SECRET": "é" * 16}, id="secret-of-32-bytes-in-16-characters"),
+        pytest.param({"BETTER_AUTH_SECRET": "0123456789abcdef" * 2}, id="secret-of-exactly-32-bytes"),
+        pytest.param({"BETTER_AUTH_SECRET": "éèêëàâäôöûüçîïÉÈ"}, id="secret-of-32-bytes-in-16-characters"),
+        pytest.param({"CURSOR_SECRET": "0123456789abcdef" * 2}, id="cursor-secret"),
         pytest.param(
             {
                 "JWT_LEEWAY_SECONDS": "0",
@@ -263,11 +284,22 @@ def test_check_needs_no_configuration_on_first_run(bare_env: Env) -> None:
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.parametrize("secret", [" " * 40, "s" * 32], ids=["white-space", "one-character"])
+def test_check_refuses_a_weak_secret_even_on_first_run(bare_env: Env, secret: str) -> None:
+    """Without DATABASE_URL a blank secret is not silently replaced by the development secret."""
+    assert_refused(todo_api("check", env=bare_env(BETTER_AUTH_SECRET=secret)), "BETTER_AUTH_SECRET")
+
+
 # --- a bad value stops the start with one line naming the variable ---------------------------------
 
 BAD_VALUES = [
     ("BETTER_AUTH_SECRET", "too-short"),
     ("BETTER_AUTH_SECRET", "s" * 31),
+    ("BETTER_AUTH_SECRET", "s" * 32),
+    ("BETTER_AUTH_SECRET", "é" * 16),
+    ("BETTER_AUTH_SECRET", "ab" * 32),
+    ("BETTER_AUTH_SECRET", " " * 40),
+    ("CURSOR_SECRET", "c" * 40),
     ("JWT_LEEWAY_SECONDS", "soon"),
     ("JWT_LEEWAY_SECONDS", "-1"),
     ("MAX_BODY_BYTES", "lots"),
@@ -278,6 +310,8 @@ BAD_VALUES = [
     ("DATABASE_URL", "mysql://tasks:hunter2@db.example/tasks"),
     ("DATABASE_URL", "sqlite:///tasks.db"),
     ("DATABASE_URL", "not a url"),
+    ("DATABASE_URL", "postgresql://tasks:hunter2@db.example:fivefourthree/tasks"),
+    ("DATABASE_URL", "postgresql://tasks:hunter2@db.example:70000/tasks"),
     ("BETTER_AUTH_URL", "not a url"),
     ("JWT_JWKS_URL", "ftp://auth.example/jwks"),
 ]
@@ -286,8 +320,43 @@ BAD_VALUES = [
 @pytest.mark.parametrize(("variable", "value"), BAD_VALUES)
 def test_serve_refuses_a_bad_value_naming_the_variable(env: Env, variable: str, value: str) -> None:
     line = assert_refused(refuse_to_serve(env(**{variable: value})), variable)
-    if variable == "BETTER_AUTH_SECRET" or "hunter2" in value:
+    if variable.endswith("_SECRET") or "hunter2" in value:
         assert value not in line and "hunter2" not in line, "the message leaks a secret"
+
+
+@pytest.mark.parametrize("command", [["check"], ["migrate"], ["serve", "--port", "0"]], ids=lambda c: c[0])
+def test_an_unescaped_at_sign_in_the_password_is_refused_without_showing_any_of_it(
+    env: Env, database_url: str, command: list[str]
+) -> None:
+    address = urlsplit(database_url).netloc.rpartition("@")[2]
+    config = env(DATABASE_URL=f"postgresql://postgres:hunter2@leaked-part@{address}/todo")
+    result = todo_api(*command, env=config, timeout=60)
+    line = assert_refused(result, "DATABASE_URL")
+    assert "%40" in line, line
+    assert "hunter2" not in result.stdout + result.stderr and "leaked-part" not in result.stdout + result.stderr
+
+
+def test_serve_on_a_port_in_use_is_one_line(env: Env) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = todo_api("serve", "--no-migrate", "--port", str(port), env=env(), timeout=60)
+    line = assert_refused(result, "--port")
+    assert result.returncode == 1 and f"127.0.0.1:{port}" in line, line
+
+
+@pytest.mark.parametrize("user_id", ["", "   ", "u" * 256], ids=["empty", "blank", "256-characters"])
+def test_token_refuses_a_user_id_the_service_would_refuse(env: Env, user_id: str) -> None:
+    result = todo_api("token", user_id, env=env())
+    assert result.returncode == 2 and result.stdout == ""
+    assert "argument USER_ID: must be 1 to 255 characters" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_token_for_the_longest_user_id_is_accepted_by_the_service(service: Service, env: Env) -> None:
+    user_id = "u" * 255
+    result = todo_api("token", user_id, env=env())
+    assert result.returncode == 0, result.stderr
+    answer = httpx.get(service.base_url + "/api/tasks", headers={"Authorization": f"Bearer {result.stdout.strip()}"})
+    assert answer.status_code == 200, answer.text
 
 
 @pytest.mark.parametrize(("variable", "value"), BAD_VALUES)
@@ -327,6 +396,54 @@ def test_a_jwks_source_instead_of_a_secret_is_enough_to_serve(
     started = start_service(BETTER_AUTH_SECRET="", **{variable: source})
     assert httpx.get(started.base_url + "/health").status_code == 200
     assert httpx.get(started.base_url + "/api/tasks").status_code == 401
+
+
+@pytest.fixture
+def signer() -> Iterator[tuple[SigningKey, JwksServer]]:
+    key = SigningKey.generate("EdDSA", kid="cursor-test")
+    jwks = JwksServer(key, path=None)
+    yield key, jwks
+    jwks.stop()
+
+
+def test_without_a_shared_secret_cursors_are_signed_with_a_random_secret_kept_in_the_data_directory(
+    database_url: str, tmp_path: Path, signer: tuple[SigningKey, JwksServer]
+) -> None:
+    """Not with a key derived from DATABASE_URL, which another deployment (or an attacker who can
+    guess a password-less URL) would share."""
+    key, jwks = signer
+    now = int(time.time())
+    token = key.sign(
+        {"sub": f"cursor-{uuid.uuid4().hex[:8]}", "iat": now, "exp": now + 600, "iss": jwks.url, "aud": jwks.url}
+    )
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def jwks_only(data: Path) -> Service:
+        env = service_env(database_url, BETTER_AUTH_SECRET="", BETTER_AUTH_URL=jwks.url, TODO_API_DATA_DIR=str(data))
+        env.pop("CURSOR_SECRET", None)
+        return Service(env)
+
+    first, again, elsewhere = jwks_only(tmp_path / "one"), jwks_only(tmp_path / "one"), jwks_only(tmp_path / "two")
+    try:
+        for title in ["first", "second"]:
+            assert httpx.post(first.base_url + "/api/tasks", headers=headers, json={"title": title}).status_code == 201
+        page = httpx.get(first.base_url + "/api/tasks", headers=headers, params={"limit": 1})
+        cursor = parse_qs(urlsplit(page.links["next"]["url"]).query)["cursor"][0]
+        rest = {"first", "second"} - {task["title"] for task in page.json()}
+        kept = tmp_path / "one" / "cursor-secret"
+        assert stat.S_IMODE(kept.stat().st_mode) & 0o077 == 0, "the cursor secret is readable by others"
+        assert len(kept.read_text().strip()) >= 32
+
+        same_secret = httpx.get(again.base_url + "/api/tasks", headers=headers, params={"limit": 1, "cursor": cursor})
+        assert same_secret.status_code == 200, same_secret.text
+        assert {task["title"] for task in same_secret.json()} == rest
+        other_secret = httpx.get(
+            elsewhere.base_url + "/api/tasks", headers=headers, params={"limit": 1, "cursor": cursor}
+        )
+        assert other_secret.status_code == 400, "a cursor verified by another deployment of the same DATABASE_URL"
+    finally:
+        for service in (first, again, elsewhere):
+            service.stop()
 
 
 # --- DATABASE_URL in the forms people paste --------------------------------------------------------
@@ -398,6 +515,53 @@ def test_a_database_that_cannot_be_migrated_stops_the_start_with_one_line(
     assert "hunter2" not in result.stdout + result.stderr
 
 
+@pytest.fixture
+def silent_host() -> Iterator[str]:
+    """host:port of a peer that accepts TCP connections and never says a word (a wrong service,
+    or a firewall that lets the handshake through)."""
+    with socket.create_server(("127.0.0.1", 0), backlog=64) as listener:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+
+
+@pytest.mark.parametrize(
+    ("command", "variable"),
+    [(["serve", "--port", "0"], "DATABASE_URL"), (["migrate"], "MIGRATION_DATABASE_URL")],
+    ids=["serve", "migrate"],
+)
+def test_a_database_host_that_never_answers_stops_the_start_with_one_line(
+    env: Env, silent_host: str, command: list[str], variable: str
+) -> None:
+    url = f"postgresql://owner:hunter2-secret@{silent_host}/todo"
+    try:
+        result = todo_api(*command, env=env(**{variable: url}), timeout=90)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"todo-api {command[0]} still waits for a host that never answers")
+    line = assert_refused(result, variable)
+    assert line.startswith(f"todo-api: cannot migrate: {variable}: "), line
+    assert result.returncode == 1
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_migrate_waits_for_another_migration_only_as_long_as_configured(env: Env, empty_url: str) -> None:
+    engine = create_engine(empty_url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as other_migration:
+            other_migration.execute(text("SELECT pg_advisory_lock(:key)"), {"key": schema.MIGRATION_LOCK})
+            config = env(DATABASE_URL=empty_url, MIGRATION_LOCK_TIMEOUT_SECONDS="1")
+            try:
+                waited = todo_api("migrate", env=config, timeout=60)
+            except subprocess.TimeoutExpired:
+                pytest.fail("todo-api migrate waits for another migration's lock forever")
+            line = assert_refused(waited, "MIGRATION_LOCK_TIMEOUT_SECONDS")
+            assert waited.returncode == 1 and "another migration" in line, line
+            assert schema.current(empty_url) is None
+    finally:
+        engine.dispose()
+    result = todo_api("migrate", env=config)
+    assert result.returncode == 0, result.stderr
+    assert schema.current(empty_url) == schema.head()
+
+
 def test_migrate_to_an_unknown_revision_is_one_line(env: Env, database_url: str) -> None:
     result = todo_api("migrate", "no_such_revision", env=env())
     assert_refused(result, "no_such_revision")
@@ -452,6 +616,7 @@ def test_first_run_needs_no_configuration(bare_env: Env, data_dir: Path, embedde
     with serving(bare_env()) as (base_url, log):
         announcement = log.read_text()
         assert "secret" in announcement.lower() and str(data_dir.resolve()) in announcement, announcement
+        assert "Warning" not in announcement, announcement
         minted = todo_api("token", "first-run-user", env=bare_env())
         assert minted.returncode == 0, minted.stderr
         headers = {"Authorization": f"Bearer {minted.stdout.strip()}"}
@@ -467,3 +632,80 @@ def test_stopping_serve_stops_its_embedded_database(bare_env: Env, embedded_pidf
     with serving(bare_env()):
         assert embedded_pidfile.exists()
     assert wait_until_gone(embedded_pidfile), "the embedded PostgreSQL is still running after serve stopped"
+
+
+def test_after_a_killed_serve_a_clean_stop_still_stops_the_embedded_database(
+    bare_env: Env, embedded_pidfile: Path
+) -> None:
+    """A SIGKILLed serve cannot stop its PostgreSQL; the next serve's clean exit must."""
+    with serve_process(bare_env()) as (killed, _, _):
+        killed.kill()
+        killed.wait()
+    assert embedded_pidfile.exists(), "nothing stopped the server: the next serve finds it running"
+    with serving(bare_env()):
+        pass
+    assert wait_until_gone(embedded_pidfile), "the embedded PostgreSQL outlived a clean stop after a SIGKILL"
+
+
+def children(pid: int) -> set[int]:
+    """The live (not zombie) processes whose parent is `pid`."""
+    found = set()
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(stat_file.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="workers watch their master with Linux's PR_SET_PDEATHSIG")
+def test_workers_of_a_killed_master_stop_serving(env: Env) -> None:
+    with serve_process(env(), "--no-migrate", "--workers", "2") as (master, base_url, _):
+        workers = children(master.pid)
+        assert len(workers) >= 2, workers
+        master.kill()
+        master.wait()
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in workers if alive(pid)], "workers outlived their master"
+        with pytest.raises(httpx.TransportError):
+            httpx.get(base_url + "/health", timeout=5)
+
+
+# --- the test suite itself -------------------------------------------------------------------------
+
+
+def test_the_session_database_leaves_no_folder_behind(tmp_path: Path) -> None:
+    """The embedded session database (no TEST_DATABASE_URL) deletes its whole temporary folder."""
+    probe = tmp_path / "test_probe.py"
+    probe.write_text("def test_probe(database_url):\n    assert database_url\n")
+    env = {key: value for key, value in os.environ.items() if key not in {"TEST_DATABASE_URL", "TEST_VIA_PGBOUNCER"}}
+    # Short, since PostgreSQL's socket goes below it.
+    with tempfile.TemporaryDirectory(prefix="todo-api-tmp-") as temporary:
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest", "-p", "no:cacheprovider", str(probe)],
+            env={**env, "TMPDIR": temporary},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert list(Path(temporary).glob("todo-api-test-*")) == []
+
+
+def test_the_served_contract_names_a_server_swagger_ui_can_list(service: Service) -> None:
+    served = httpx.get(service.base_url + "/api/openapi.json").json()
+    assert served["servers"] == [{"url": "/"}]
+    assert httpx.get(service.base_url + served["servers"][0]["url"].rstrip("/") + "/api/tasks").status_code == 401

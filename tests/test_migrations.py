@@ -18,6 +18,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import CheckConstraint, Index, create_engine, pool, text
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.schema import CreateIndex
 
 from persistence import schema
@@ -222,3 +223,109 @@ def test_migrate_command_moves_the_schema_to_a_revision_and_back(empty_url: str)
         assert result.returncode == 0, result.stderr
         assert f"schema at {expected or 'base'}" in result.stdout
         assert schema.current(empty_url) == expected
+
+
+def cli_migrate(url: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "todo_api.cli", "migrate", *arguments],
+        env=service_env(url),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def store_tasks(url: str, count: int) -> str:
+    """`count` tasks of a new user, written straight into the database; returns the user id."""
+    owner = f"keeper-{uuid.uuid4().hex[:8]}"
+    with connect(url) as connection:
+        connection.execute(text("INSERT INTO users (id, email) VALUES (:id, :id || '@example.com')"), {"id": owner})
+        connection.execute(
+            text(
+                "INSERT INTO tasks (user_id, title, tags) SELECT :id, 'kept ' || n, '{a}' FROM generate_series(1, :n) n"
+            ),
+            {"id": owner, "n": count},
+        )
+    return owner
+
+
+@pytest.mark.parametrize(
+    ("target", "named"),
+    [
+        ("base", ["table tasks (3 rows)", "table users (1 rows)"]),
+        ("0001", ["tasks.due_date, tasks.priority, tasks.tags (3 rows)"]),
+    ],
+)
+def test_a_downgrade_that_would_delete_stored_data_is_refused_unless_told_yes(
+    migrated_url: str, target: str, named: list[str]
+) -> None:
+    store_tasks(migrated_url, 3)
+    before = snapshot(migrated_url)
+
+    refused = cli_migrate(migrated_url, target)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    lines = refused.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert all(words in lines[0] for words in named), lines[0]
+    assert "--yes" in lines[0] and "task_tags" not in lines[0], lines[0]
+    assert schema.current(migrated_url) == HEAD
+    assert snapshot(migrated_url) == before
+    with connect(migrated_url) as connection:
+        assert connection.scalar(text("SELECT count(*) FROM tasks WHERE tags = '{a}'")) == 3
+
+    told = cli_migrate(migrated_url, target, "--yes")
+    assert told.returncode == 0, told.stderr
+    assert schema.current(migrated_url) == (None if target == "base" else target)
+
+
+def test_a_downgrade_counts_the_rows_that_the_owners_own_policies_hide(db: Engine, empty_url: str) -> None:
+    """As in production the owner is no superuser, and forced row-level security hides every row from it."""
+    owner = f"owner_{uuid.uuid4().hex[:8]}"
+    admin = db.execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"CREATE ROLE {owner} LOGIN CREATEROLE"))
+        connection.execute(text(f'ALTER DATABASE "{make_url(empty_url).database}" OWNER TO {owner}'))
+    owner_url = make_url(empty_url).set(username=owner).render_as_string(hide_password=False)
+    try:
+        schema.migrate(owner_url)
+        store_tasks(empty_url, 2)  # as the superuser, past the policies
+        with connect(owner_url) as connection:
+            assert connection.scalar(text("SELECT count(*) FROM tasks")) == 0, "the policies do not hide the rows"
+
+        refused = cli_migrate(owner_url, "base")
+        assert refused.returncode == 1 and "table tasks (2 rows)" in refused.stderr, refused.stderr
+        assert schema.current(empty_url) == HEAD
+    finally:
+        with connect(empty_url) as connection:
+            connection.execute(text(f"REASSIGN OWNED BY {owner} TO CURRENT_USER"))
+            connection.execute(text(f"DROP OWNED BY {owner}"))
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP ROLE {owner}"))
+
+
+def test_a_downgrade_that_deletes_no_stored_row_needs_no_flag(migrated_url: str) -> None:
+    store_tasks(migrated_url, 2)
+    # task_tags is rebuilt from tasks.tags, idempotency_keys is empty, 0004 only lifts policies.
+    for target in ["0004", "0003", "0002"]:
+        result = cli_migrate(migrated_url, target)
+        assert result.returncode == 0, result.stderr
+        assert schema.current(migrated_url) == target
+    assert cli_migrate(migrated_url, "0001").returncode == 1, "tasks.priority still holds rows"
+    with connect(migrated_url) as connection:
+        connection.execute(text("DELETE FROM tasks"))
+    assert cli_migrate(migrated_url, "0001").returncode == 0
+    assert schema.current(migrated_url) == "0001"
+
+
+def test_upgrades_keep_stored_data_silently_and_run_once(empty_url: str) -> None:
+    schema.migrate(empty_url, "0001")
+    with connect(empty_url) as connection:
+        connection.execute(text("INSERT INTO users (id) VALUES ('legacy')"))
+        connection.execute(text("INSERT INTO tasks (user_id, title) VALUES ('legacy', 'kept')"))
+    for _ in range(2):
+        result = cli_migrate(empty_url)
+        assert (result.returncode, result.stderr) == (0, "")
+        assert schema.current(empty_url) == HEAD
+    with connect(empty_url) as connection:
+        assert connection.scalar(text("SELECT title FROM tasks")) == "kept"

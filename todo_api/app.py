@@ -20,7 +20,7 @@ from starlette.types import ASGIApp
 
 from handlers import auth, cursors, health
 from persistence import database, tasks
-from todo_api import connexion_patches, mcp_server, problems
+from todo_api import connexion_patches, mcp_server, problems, supervision, swagger_ui
 from todo_api.middleware import CORS, ErrorGuard, RequestLimits, ResponseHeaders
 from todo_api.observability import RequestContext, configure_logging, sample_pool
 from todo_api.settings import ConfigError, Settings, load
@@ -38,11 +38,15 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     if not settings.verifies_tokens:
         raise ConfigError("BETTER_AUTH_SECRET, BETTER_AUTH_URL or JWT_JWKS_URL is required to verify tokens")
     configure_logging(settings.log_level)
+    supervision.end_with_master()
     connexion_patches.apply()
     health.configure(metrics_enabled=settings.metrics_enabled, metrics_token=settings.metrics_token)
     tasks.configure(max_tasks_per_user=settings.max_tasks_per_user, search_timeout_ms=settings.search_timeout_ms)
     auth.configure(settings)
-    cursors.configure(settings.better_auth_secret or settings.database_url)
+    cursor_secret = settings.cursor_secret or settings.better_auth_secret
+    if cursor_secret is None:
+        raise ConfigError("CURSOR_SECRET (or BETTER_AUTH_SECRET) is required to sign list cursors")
+    cursors.configure(cursor_secret)
 
     spec = contract(settings.openapi_file or CONTRACT)
     assistants = mcp_server.Endpoint(
@@ -65,7 +69,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
 
     allowed_methods = _allowed_methods(spec)  # read before Connexion works on the same data
     request_headers = ["Authorization", "Content-Type", "X-Request-ID", *_request_headers(spec)]
-    app = AsyncApp(__name__, lifespan=lifespan)
+    app = AsyncApp(__name__, lifespan=lifespan, middlewares=swagger_ui.MIDDLEWARES)
     app.add_api(
         spec,
         resolver=RelativeResolver("handlers"),

@@ -9,6 +9,7 @@ import gc
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -25,6 +26,10 @@ With no DATABASE_URL it runs its own embedded PostgreSQL (data in %(data)s) and 
 development secret, so `todo-api serve` works on a fresh machine; mint a token with
 `todo-api token USER_ID`. See README.md for every environment variable.
 """
+
+MAX_SUBJECT_CHARS = 255  # the longest `sub` handlers/auth.py accepts
+DEVELOPMENT_SECRET = "dev-secret"
+CURSOR_SECRET = "cursor-secret"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,9 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     migrate = commands.add_parser("migrate", help="upgrade (or downgrade) the schema to a revision")
     migrate.add_argument("revision", nargs="?", default="head", help="target revision (default: head; base: empty)")
+    migrate.add_argument(
+        "--yes", action="store_true", help="downgrade even if that deletes tables or columns holding rows"
+    )
 
     token = commands.add_parser("token", help="mint a development HS256 token signed with BETTER_AUTH_SECRET")
-    token.add_argument("user_id", metavar="USER_ID", help="the token's subject")
+    token.add_argument("user_id", metavar="USER_ID", type=_subject, help="the token's subject")
     token.add_argument("--email", help="email claim, copied into the user's row on first write")
     token.add_argument(
         "--ttl", type=_whole(1, 10 * 365 * 86400), default=3600, help="lifetime in seconds (default 3600)"
@@ -74,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MigrationError as error:
         print(f"todo-api: cannot migrate: {error}", file=sys.stderr)
         return 1
+    except ListenError as error:
+        print(f"todo-api: cannot listen on {error}", file=sys.stderr)
+        return 1
 
 
 def _whole(low: int, high: int) -> Callable[[str], int]:
@@ -91,11 +102,36 @@ def _whole(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _subject(text: str) -> str:
+    """An argparse type: a user id the service accepts as a token's subject (handlers/auth.py)."""
+    if not text.strip() or len(text) > MAX_SUBJECT_CHARS or "\x00" in text:
+        raise argparse.ArgumentTypeError(
+            f"must be 1 to {MAX_SUBJECT_CHARS} characters, not only white space (got {len(text)} characters)"
+        )
+    return text
+
+
+class ListenError(Exception):
+    """`serve` cannot listen on its address; the message is one line."""
+
+
+def _refuse_a_taken_address(host: str, port: int) -> None:
+    """Fail before starting anything, rather than as uvicorn's log line and exit status 3."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn binds
+    try:
+        with socket.create_server((host, port), family=family):
+            pass
+    except OSError as error:
+        raise ListenError(f"{host}:{port}: {error.strerror or error} (--host, --port)") from None
+
+
 class MigrationError(Exception):
     """The schema could not be brought to the revision asked for; the message is one line."""
 
 
-def _apply_migrations(settings: Settings, revision: str = "head") -> str:
+def _apply_migrations(settings: Settings, revision: str = "head", *, discard_data: bool = False) -> str:
     """Migrate as the owner role (MIGRATION_DATABASE_URL, else DATABASE_URL); returns that URL."""
     from alembic.util import CommandError
     from sqlalchemy.exc import DBAPIError
@@ -104,7 +140,11 @@ def _apply_migrations(settings: Settings, revision: str = "head") -> str:
 
     url = settings.migration_database_url or settings.database_url or ""
     try:
-        schema.migrate(url, revision)
+        schema.migrate(
+            url, revision, lock_timeout_seconds=settings.migration_lock_timeout_seconds, discard_data=discard_data
+        )
+    except schema.MigrationRefused as error:
+        raise MigrationError(str(error)) from None
     except DBAPIError as error:  # the driver's words name host and cause, never the password
         source = "MIGRATION_DATABASE_URL" if settings.migration_database_url else "DATABASE_URL"
         reason = " ".join(str(error.orig).split())
@@ -134,9 +174,10 @@ def _database(settings: Settings) -> Settings:
     )
     secret = settings.better_auth_secret
     if secret is None:
-        secret = embedded.development_secret(data)
+        secret = embedded.kept_secret(data / DEVELOPMENT_SECRET)
         print(
-            f"todo-api: using the development secret in {data / 'dev-secret'}; `todo-api token USER_ID` mints tokens",
+            f"todo-api: using the development secret in {data / DEVELOPMENT_SECRET}; "
+            "`todo-api token USER_ID` mints tokens",
             file=sys.stderr,
         )
     return dataclasses.replace(settings, database_url=url, better_auth_secret=secret)
@@ -158,6 +199,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from todo_api.transport import BoundedHttpToolsProtocol
 
+    _refuse_a_taken_address(args.host, args.port)
     settings = _database(settings)
     if not args.no_migrate:
         _apply_migrations(settings)
@@ -165,6 +207,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     os.environ["DATABASE_URL"] = settings.database_url or ""
     if settings.better_auth_secret:
         os.environ["BETTER_AUTH_SECRET"] = settings.better_auth_secret
+    if settings.cursor_secret is None and settings.better_auth_secret is None:
+        os.environ["CURSOR_SECRET"] = _kept_cursor_secret()
     if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Workers add their metrics up through files here.
         metrics_dir = tempfile.mkdtemp(prefix="todo-api-metrics-")
@@ -187,10 +231,21 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _kept_cursor_secret() -> str:
+    """With only a JWKS source, cursors are signed with a random secret kept in the data directory."""
+    path = embedded.data_dir() / CURSOR_SECRET
+    try:
+        return embedded.kept_secret(path)
+    except OSError as error:
+        raise ConfigError(
+            f"CURSOR_SECRET is required: cannot keep a generated one in {path} ({error.strerror})"
+        ) from None
+
+
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from persistence import schema
 
-    url = _apply_migrations(_database(settings), args.revision)
+    url = _apply_migrations(_database(settings), args.revision, discard_data=args.yes)
     print(f"todo-api: schema at {schema.current(url) or 'base'}")
     return 0
 
@@ -200,7 +255,7 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
 
     secret = settings.better_auth_secret
     if secret is None and settings.database_url is None:
-        secret = embedded.development_secret(embedded.data_dir())
+        secret = embedded.kept_secret(embedded.data_dir() / DEVELOPMENT_SECRET)
     if secret is None:
         raise ConfigError("BETTER_AUTH_SECRET is required to mint a token")
     now = int(time.time())

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 MIN_SECRET_BYTES = 32
+# A generous estimate (length × log2 of distinct bytes) that still refuses "s" * 32 or "ab" * 16.
+MIN_SECRET_BITS = 128
 _DRIVER_SCHEMES = {
     "postgres": "postgresql+psycopg",
     "postgresql": "postgresql+psycopg",
@@ -42,6 +48,8 @@ class Settings:
     metrics_enabled: bool
     jwks_min_refresh_seconds: int
     migration_database_url: str | None
+    migration_lock_timeout_seconds: int
+    cursor_secret: str | None
     max_tasks_per_user: int = 10_000
     search_timeout_ms: int = 2000
     metrics_token: str | None = None
@@ -60,12 +68,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         value = env.get(name, "").strip()
         return value or None
 
-    secret = text("BETTER_AUTH_SECRET")
-    if secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
-        raise ConfigError(
-            f"BETTER_AUTH_SECRET must be at least {MIN_SECRET_BYTES} bytes "
-            f"(got {len(secret.encode())}); generate one with `openssl rand -base64 32`"
-        )
+    secret = _secret(env, "BETTER_AUTH_SECRET")
     better_auth_url = _origin_or_url(env, "BETTER_AUTH_URL")
     jwks_url = _origin_or_url(env, "JWT_JWKS_URL")
     log_level = (text("LOG_LEVEL") or "INFO").upper()
@@ -91,6 +94,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         metrics_enabled=_boolean(env, "METRICS_ENABLED", default=True),
         jwks_min_refresh_seconds=_integer(env, "JWT_JWKS_MIN_REFRESH_SECONDS", default=5, low=0, high=3600),
         migration_database_url=database_url(text("MIGRATION_DATABASE_URL"), "MIGRATION_DATABASE_URL"),
+        migration_lock_timeout_seconds=_integer(env, "MIGRATION_LOCK_TIMEOUT_SECONDS", default=60, low=1, high=86400),
+        cursor_secret=_secret(env, "CURSOR_SECRET"),
         max_tasks_per_user=_integer(env, "MAX_TASKS_PER_USER", default=10_000, low=1, high=10_000_000),
         search_timeout_ms=_integer(env, "SEARCH_TIMEOUT_MS", default=2000, low=0, high=3_600_000),
         metrics_token=text("METRICS_TOKEN"),
@@ -107,7 +112,42 @@ def database_url(raw: str | None, name: str = "DATABASE_URL") -> str | None:
             f"{name} must start with postgresql://, postgres:// or postgresql+psycopg:// "
             f"(got scheme {scheme.split(':')[0]!r})"
         )
-    return f"{_DRIVER_SCHEMES[scheme.lower()]}://{rest}"
+    # An unescaped "@" in the password would make the rest of it the host, shown in every error.
+    if rest.partition("/")[0].count("@") > 1:
+        raise ConfigError(f"{name} has more than one '@' before the host; write an '@' in the password as %40")
+    url = f"{_DRIVER_SCHEMES[scheme.lower()]}://{rest}"
+    if not _port_is_valid(url):
+        raise ConfigError(f"{name} must have a port from 1 to 65535, or none for 5432")
+    return url
+
+
+def _port_is_valid(url: str) -> bool:
+    try:
+        port = make_url(url).port
+    except (ValueError, ArgumentError):  # not a number
+        return False
+    return port is None or 1 <= port <= 65535
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """A shared secret long and varied enough to sign with; unset when empty."""
+    raw = env.get(name, "")
+    if not raw:
+        return None
+    if not raw.strip():
+        raise ConfigError(f"{name} is only white space; generate one with `openssl rand -base64 32`")
+    secret = raw.strip().encode()
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"{name} must be at least {MIN_SECRET_BYTES} bytes "
+            f"(got {len(secret)}); generate one with `openssl rand -base64 32`"
+        )
+    if len(secret) * math.log2(len(set(secret))) < MIN_SECRET_BITS:
+        raise ConfigError(
+            f"{name} repeats too few characters ({len(set(secret))} distinct) to be a secret; "
+            "generate one with `openssl rand -base64 32`"
+        )
+    return raw.strip()
 
 
 def _integer(env: Mapping[str, str], name: str, *, default: int, low: int, high: int) -> int:

@@ -1,0 +1,35 @@
+"""Connexion's middleware stack, with Swagger UI given a server it can list.
+
+Connexion publishes the contract with `servers: [{"url": <base path>}]`, which for an API at the
+root is `""`: Swagger UI then lists no server at all. "/" is the same place, spelled so it shows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connexion.middleware import ConnexionMiddleware
+from connexion.middleware.swagger_ui import SwaggerUIAPI, SwaggerUIMiddleware
+from starlette.requests import Request
+
+
+class _ContractWithServer(SwaggerUIAPI):
+    def _spec_for_prefix(self, request: Request) -> dict[str, Any]:
+        spec: dict[str, Any] = super()._spec_for_prefix(request)
+        if spec.get("servers") == [{"url": ""}]:
+            spec = {**spec, "servers": [{"url": "/"}]}
+        return spec
+
+
+class _SwaggerUI(SwaggerUIMiddleware):
+    def add_api(self, specification: Any, base_path: str | None = None, arguments: Any = None, **kwargs: Any) -> None:
+        api = _ContractWithServer(
+            specification, base_path=base_path, arguments=arguments, default=self.default_fn, **kwargs
+        )
+        self.router.mount(api.base_path, app=api.router)
+
+
+MIDDLEWARES = [
+    _SwaggerUI if middleware is SwaggerUIMiddleware else middleware
+    for middleware in ConnexionMiddleware.default_middlewares
+]
