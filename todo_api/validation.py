@@ -4,7 +4,7 @@ bodies that are not UTF-8 JSON, 415 for bodies that are not JSON, 404 for a bad 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
 from connexion.datastructures import MediaTypeDict
@@ -56,7 +56,7 @@ def _message(error: ValidationError) -> str:
     schema, value = error.schema, error.validator_value
     if "x-message" in schema and error.validator in ("pattern", "maxLength", "minLength"):
         return str(schema["x-message"])
-    messages = {
+    messages: dict[str, Callable[[], str]] = {
         "type": lambda: (
             f"must be {'an' if value in ('array', 'integer', 'object') else 'a'} {value}"
             + (" or null" if schema.get("nullable") else "")
