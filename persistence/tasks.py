@@ -1,12 +1,13 @@
 """Queries on tasks; every one is scoped by the owner's user id.
 
-Statements are SQLAlchemy Core, compiled once per shape (which filters, which columns) and then
-reused with new values; persistence.database runs them in one round trip where one statement
-does the job.
+Statements are SQLAlchemy Core, built by pure functions and compiled once per builder and
+arguments (which filters, which columns), then reused with new values; persistence.database runs
+them in one round trip where one statement does the job.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -85,25 +86,18 @@ class _Compiled:
         return {**self.constants, **params}
 
 
-_compiled: dict[Hashable, _Compiled] = {}
+@functools.cache
+def _sql(build: Callable[..., ClauseElement], *args: Hashable) -> _Compiled:
+    """The statement `build(*args)` makes, compiled once per builder and arguments: a builder is
+    a pure function of its arguments, so they are the whole cache key."""
+    statement = build(*args).compile(dialect=_DIALECT)
+    assert isinstance(statement, SQLCompiler)
+    constants = {name: bind.value for name, bind in statement.binds.items() if not bind.required}
+    return _Compiled(str(statement), constants)
 
 
-def _sql(shape: Hashable, build: Callable[[], ClauseElement]) -> _Compiled:
-    """The statement `build` makes, compiled once per `shape`."""
-    compiled = _compiled.get(shape)
-    if compiled is None:
-        statement = build().compile(dialect=_DIALECT)
-        assert isinstance(statement, SQLCompiler)
-        constants = {name: bind.value for name, bind in statement.binds.items() if not bind.required}
-        compiled = _compiled[shape] = _Compiled(str(statement), constants)
-    return compiled
-
-
-async def _fetch(
-    user_id: str, shape: Hashable, build: Callable[[], ClauseElement], params: Mapping[str, Any]
-) -> list[Row]:
-    """The rows of the statement of `shape`, run as `user_id` in one round trip."""
-    statement = _sql(shape, build)
+async def _fetch(user_id: str, statement: _Compiled, params: Mapping[str, Any]) -> list[Row]:
+    """The rows of `statement`, run as `user_id` in one round trip."""
     return await run(user_id, statement.sql, statement(params))
 
 
@@ -168,17 +162,10 @@ async def list_for_user(
 ) -> list[Row]:
     """Up to `limit` of the user's tasks matching `filters`, in `order`, after the keyset `after`."""
     params: dict[str, Any] = {"user_id": user_id, "limit": limit}
-    conditions = _conditions(filters, params)
-    position = _position(order, after, params)
-
-    def build() -> Select[Any]:
-        query = select(*_columns).where(tasks.c.user_id == bindparam("user_id"))
-        query = query.where(*(_condition(name) for name in conditions))
-        return _ordered(query, order, position).limit(bindparam("limit"))
-
-    shape = ("list", tuple(conditions), order, position)
+    conditions = tuple(_conditions(filters, params))
+    statement = _sql(_list, conditions, order, _position(order, after, params))
     if "text" not in conditions or not _limits.search_timeout_ms:
-        return await _fetch(user_id, shape, build, params)
+        return await _fetch(user_id, statement, params)
     # A search's cost grows with the text it scans: it gets a budget of its own, tighter than
     # the general statement timeout, set for its transaction only.
     async with transaction(user_id) as cursor:
@@ -186,10 +173,16 @@ async def list_for_user(
             "SELECT set_config('statement_timeout', %(budget)s, true)", {"budget": str(_limits.search_timeout_ms)}
         )
         try:
-            await _execute(cursor, _sql(shape, build), params)
+            await _execute(cursor, statement, params)
         except QueryCanceled:
             raise SearchTooCostly(_limits.search_timeout_ms) from None
         return await cursor.fetchall()
+
+
+def _list(conditions: tuple[str, ...], order: Order, position: str) -> Select[Any]:
+    query = select(*_columns).where(tasks.c.user_id == bindparam("user_id"))
+    query = query.where(*(_condition(name) for name in conditions))
+    return _ordered(query, order, position).limit(bindparam("limit"))
 
 
 def keyset(task: Mapping[str, Any], order: Order) -> list[Any]:
@@ -199,10 +192,12 @@ def keyset(task: Mapping[str, Any], order: Order) -> list[Any]:
 
 
 async def get_for_user(user_id: str, task_id: int) -> Row | None:
-    rows = await _fetch(
-        user_id, "get", lambda: select(*_columns).where(*_task_matches(False)), {"user_id": user_id, "id": task_id}
-    )
+    rows = await _fetch(user_id, _sql(_get), {"user_id": user_id, "id": task_id})
     return rows[0] if rows else None
+
+
+def _get() -> Any:
+    return select(*_columns).where(*_task_matches(False))
 
 
 def _add_owner() -> Any:
@@ -250,31 +245,32 @@ async def create_for_user(
         "max_tasks": _limits.max_tasks_per_user,
     }
     if idempotency is None:
-        rows = await _fetch(owner.id, ("create", names), lambda: _insert_task(names), params)
+        rows = await _fetch(owner.id, _sql(_insert_task, names), params)
         if not rows:
             raise TaskLimitReached(_limits.max_tasks_per_user)
         return Created(rows[0], replayed=False)
     key, request_hash = idempotency
     async with transaction(owner.id) as cursor:
-        await _execute(cursor, _sql("add owner", _add_owner), params)
+        await _execute(cursor, _sql(_add_owner), params)
         earlier = await _claim_idempotency_key(cursor, owner.id, key, request_hash)
         if earlier is not None:
             return Created(earlier, replayed=True)
-
-        def remembering() -> Any:
-            created = _insert_task(names).cte("created")
-            remember = (
-                update(idempotency_keys)
-                .where(idempotency_keys.c.user_id == bindparam("user_id"), idempotency_keys.c.key == bindparam("key"))
-                .values(response=select(func.to_jsonb(created.table_valued())).scalar_subquery())
-            )
-            return select(created).add_cte(remember.cte("remember"))
-
-        await _execute(cursor, _sql(("create remembered", names), remembering), {**params, "key": key})
+        await _execute(cursor, _sql(_insert_remembered, names), {**params, "key": key})
         task = await cursor.fetchone()
         if task is None:
             raise TaskLimitReached(_limits.max_tasks_per_user)  # the claim is rolled back with it
         return Created(task, replayed=False)
+
+
+def _insert_remembered(fields: Sequence[str]) -> Any:
+    """Insert the task as _insert_task does, and keep it as the response of the claimed key."""
+    created = _insert_task(fields).cte("created")
+    remember = (
+        update(idempotency_keys)
+        .where(idempotency_keys.c.user_id == bindparam("user_id"), idempotency_keys.c.key == bindparam("key"))
+        .values(response=select(func.to_jsonb(created.table_valued())).scalar_subquery())
+    )
+    return select(created).add_cte(remember.cte("remember"))
 
 
 def _claim() -> Any:
@@ -307,11 +303,11 @@ def _replay() -> Any:
 async def _claim_idempotency_key(cursor: Any, user_id: str, key: str, request_hash: str) -> Row | None:
     """Claim `key` for this request (None), or return the task it created before."""
     params = {"user_id": user_id, "key": key, "request_hash": request_hash}
-    await _execute(cursor, _sql("claim", _claim), params)
+    await _execute(cursor, _sql(_claim), params)
     if await cursor.fetchone() is not None:
         return None
     # A live claim exists; a concurrent first request with this key has committed by now.
-    await _execute(cursor, _sql("replay", _replay), params)
+    await _execute(cursor, _sql(_replay), params)
     earlier = await cursor.fetchone()
     if earlier["request_hash"] != request_hash:
         raise IdempotencyKeyReused(key)
@@ -337,30 +333,9 @@ async def update_for_user(
 
     Raises PreconditionFailed when `expected_versions` is given and the task's is not in it.
     """
-    names = tuple(sorted(changes))
     checked = expected_versions is not None
-
-    def build() -> Any:
-        values: dict[str, Any] = {name: bindparam(name) for name in names}
-        if toggle_completed:
-            values["completed"] = not_(tasks.c.completed)
-        changed = or_(
-            true() if toggle_completed else false(),
-            *(tasks.c[name].is_distinct_from(bindparam(name)) for name in names),
-        )
-        return (
-            update(tasks)
-            .where(*_task_matches(checked))
-            .values(
-                **values,
-                version=case((changed, tasks.c.version + 1), else_=tasks.c.version),
-                updated_at=case((changed, func.clock_timestamp()), else_=tasks.c.updated_at),
-            )
-            .returning(*_columns)
-        )
-
     params = {**changes, "user_id": user_id, "id": task_id, "versions": list(expected_versions or [])}
-    rows = await _fetch(user_id, ("update", names, toggle_completed, checked), build, params)
+    rows = await _fetch(user_id, _sql(_update, tuple(sorted(changes)), toggle_completed, checked), params)
     if rows:
         return rows[0]
     if checked:
@@ -368,25 +343,46 @@ async def update_for_user(
     return None
 
 
+def _update(names: tuple[str, ...], toggle_completed: bool, version_checked: bool) -> Any:
+    values: dict[str, Any] = {name: bindparam(name) for name in names}
+    if toggle_completed:
+        values["completed"] = not_(tasks.c.completed)
+    changed = or_(
+        true() if toggle_completed else false(),
+        *(tasks.c[name].is_distinct_from(bindparam(name)) for name in names),
+    )
+    return (
+        update(tasks)
+        .where(*_task_matches(version_checked))
+        .values(
+            **values,
+            version=case((changed, tasks.c.version + 1), else_=tasks.c.version),
+            updated_at=case((changed, func.clock_timestamp()), else_=tasks.c.updated_at),
+        )
+        .returning(*_columns)
+    )
+
+
 async def delete_for_user(user_id: str, task_id: int, *, expected_versions: Sequence[int] | None = None) -> bool:
     """Delete the task; False when the user has no such task. Raises PreconditionFailed like update."""
     checked = expected_versions is not None
     params = {"user_id": user_id, "id": task_id, "versions": list(expected_versions or [])}
-
-    def build() -> Any:
-        deleted = delete(tasks).where(*_task_matches(checked)).returning(tasks.c.id).cte("deleted")
-        uncount = (
-            update(users)
-            .where(users.c.id == bindparam("user_id"), exists(select(deleted.c.id)))
-            .values(task_count=users.c.task_count - 1)
-        )
-        return select(deleted.c.id).add_cte(uncount.cte("uncount"))
-
-    if await _fetch(user_id, ("delete", checked), build, params):
+    if await _fetch(user_id, _sql(_delete, checked), params):
         return True
     if checked:
         await _raise_if_exists(user_id, task_id)
     return False
+
+
+def _delete(version_checked: bool) -> Any:
+    """Delete the task, and count one task less in its owner's users row."""
+    deleted = delete(tasks).where(*_task_matches(version_checked)).returning(tasks.c.id).cte("deleted")
+    uncount = (
+        update(users)
+        .where(users.c.id == bindparam("user_id"), exists(select(deleted.c.id)))
+        .values(task_count=users.c.task_count - 1)
+    )
+    return select(deleted.c.id).add_cte(uncount.cte("uncount"))
 
 
 async def _execute(cursor: Any, statement: _Compiled, params: Mapping[str, Any]) -> None:
@@ -401,14 +397,13 @@ def _task_matches(version_checked: bool) -> list[ColumnElement[bool]]:
 
 
 async def _raise_if_exists(user_id: str, task_id: int) -> None:
-    found = await _fetch(
-        user_id,
-        "exists",
-        lambda: select(exists().where(*_task_matches(False)).label("found")),
-        {"user_id": user_id, "id": task_id},
-    )
+    found = await _fetch(user_id, _sql(_exists), {"user_id": user_id, "id": task_id})
     if found[0]["found"]:
         raise PreconditionFailed(task_id)
+
+
+def _exists() -> Any:
+    return select(exists().where(*_task_matches(False)).label("found"))
 
 
 _overdue = and_(tasks.c.due_date < func.now(), tasks.c.completed.is_(False))
