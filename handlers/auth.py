@@ -19,8 +19,7 @@ import jwt
 from connexion.lifecycle import ConnexionRequest
 
 from handlers.jwks import ASYMMETRIC_ALGORITHMS, KeySet, KeysUnavailable
-from todo_api.problems import Forbidden, ServiceUnavailable, Unauthorized
-from todo_api.settings import Settings
+from handlers.problems import Forbidden, ServiceUnavailable, Unauthorized
 
 # Far above any real token (Better Auth's are < 2 KB); checked before any parsing or crypto.
 MAX_TOKEN_BYTES = 8192
@@ -54,24 +53,34 @@ class _Config:
 _config = _Config(secret=None, issuer=None, audience=None, hs256_audience_required=False, leeway=0)
 
 
-def configure(settings: Settings) -> None:
+def configure(
+    *,
+    secret: str | None,
+    better_auth_url: str | None,
+    jwks_url: str | None,
+    issuer: str | None,
+    audience: str | None,
+    leeway_seconds: int,
+    jwks_min_refresh_seconds: int,
+) -> None:
+    """Which tokens verify_token accepts: HS256 with `secret`, and tokens signed by the keys of
+    Better Auth at `better_auth_url` (or of `jwks_url`)."""
     global _config
     _verified.clear()
-    jwks_url = settings.jwt_jwks_url
     origin = None
-    if settings.better_auth_url:
-        parts = urlsplit(settings.better_auth_url)
+    if better_auth_url:
+        parts = urlsplit(better_auth_url)
         origin = f"{parts.scheme}://{parts.netloc}"
-        jwks_url = jwks_url or _jwks_url(settings.better_auth_url)
+        jwks_url = jwks_url or _jwks_url(better_auth_url)
     _config = _Config(
-        secret=settings.better_auth_secret,
-        issuer=settings.jwt_issuer,
+        secret=secret,
+        issuer=issuer,
         # Better Auth's JWT plugin sets issuer and audience to its base URL's origin.
-        audience=settings.jwt_audience or origin,
-        hs256_audience_required=settings.jwt_audience is not None,
-        leeway=settings.jwt_leeway_seconds,
-        jwks=KeySet(jwks_url, min_refresh_seconds=settings.jwks_min_refresh_seconds) if jwks_url else None,
-        jwks_issuer=settings.jwt_issuer or origin,
+        audience=audience or origin,
+        hs256_audience_required=audience is not None,
+        leeway=leeway_seconds,
+        jwks=KeySet(jwks_url, min_refresh_seconds=jwks_min_refresh_seconds) if jwks_url else None,
+        jwks_issuer=issuer or origin,
     )
 
 

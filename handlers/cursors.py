@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from todo_api.problems import BadRequest
+from handlers.problems import BadRequest
 
 _DIGEST_BYTES = 16
 

@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 
 from connexion import request
 from starlette.responses import Response
 
+from handlers.problems import NotFound, ServiceUnavailable, Unauthorized
 from handlers.responses import json_response
 from persistence import schema
-from todo_api.observability import metrics_exposition
-from todo_api.problems import NotFound, ServiceUnavailable, Unauthorized
 
 
 class _Options:
     metrics_enabled = True
     metrics_token: bytes | None = None
+    exposition: Callable[[], bytes] = bytes
 
 
 _options = _Options()
 
 
-def configure(*, metrics_enabled: bool, metrics_token: str | None = None) -> None:
+def configure(*, metrics_enabled: bool, metrics_token: str | None, exposition: Callable[[], bytes]) -> None:
+    """`exposition` renders the metrics (the shell owns them; this module only serves them)."""
     _options.metrics_enabled = metrics_enabled
     _options.metrics_token = metrics_token.encode() if metrics_token else None
+    _options.exposition = exposition
 
 
 async def live() -> Response:
@@ -45,4 +48,4 @@ async def metrics() -> Response:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), _options.metrics_token):
             raise Unauthorized("metrics need the bearer token set in METRICS_TOKEN")
-    return Response(metrics_exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    return Response(_options.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -16,10 +16,10 @@ from connexion import request
 from starlette.responses import Response
 
 from handlers import cursors
+from handlers.problems import NotFound, Unprocessable
 from handlers.responses import json_response
 from persistence import tasks
 from persistence.tasks import Filters, Order, Owner, SortField
-from todo_api.problems import NotFound, Unprocessable
 
 DEFAULT_LIMIT = 100
 _STATUS = {"all": None, "incomplete": False, "complete": True, "active": False, "pending": False, "completed": True}

@@ -22,7 +22,7 @@ from mcp.client.streamable_http import streamable_http_client
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from tests.conftest import ROOT, Service, User, mint
+from tests.conftest import ROOT, SECRET, Service, User, mint
 from todo_api.app import contract
 
 FIVE_TOOLS = {"add_task", "list_tasks", "complete_task", "delete_task", "update_task"}
@@ -241,7 +241,7 @@ def test_a_wrong_marker_stops_the_start_with_one_line_naming_the_operation(tmp_p
     spec["paths"]["/api/{user_id}/tasks/{id}"]["delete"]["x-mcp-tool"]["arguments"]["task_id"] = "task"
     path = tmp_path / "openapi.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
-    env = {**os.environ, "OPENAPI_FILE": str(path), "BETTER_AUTH_SECRET": "x" * 40}
+    env = {**os.environ, "OPENAPI_FILE": str(path), "BETTER_AUTH_SECRET": SECRET}
     result = subprocess.run(
         [sys.executable, "-m", "todo_api.cli", "check"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
     )

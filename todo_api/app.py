@@ -22,7 +22,7 @@ from handlers import auth, cursors, health
 from persistence import database, tasks
 from todo_api import connexion_patches, mcp_server, problems, supervision, swagger_ui
 from todo_api.middleware import CORS, ErrorGuard, RequestLimits, ResponseHeaders
-from todo_api.observability import RequestContext, configure_logging, sample_pool
+from todo_api.observability import RequestContext, configure_logging, metrics_exposition, sample_pool
 from todo_api.settings import ConfigError, Settings, load
 from todo_api.validation import VALIDATOR_MAP
 
@@ -40,9 +40,19 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     configure_logging(settings.log_level)
     supervision.end_with_master()
     connexion_patches.apply()
-    health.configure(metrics_enabled=settings.metrics_enabled, metrics_token=settings.metrics_token)
+    health.configure(
+        metrics_enabled=settings.metrics_enabled, metrics_token=settings.metrics_token, exposition=metrics_exposition
+    )
     tasks.configure(max_tasks_per_user=settings.max_tasks_per_user, search_timeout_ms=settings.search_timeout_ms)
-    auth.configure(settings)
+    auth.configure(
+        secret=settings.better_auth_secret,
+        better_auth_url=settings.better_auth_url,
+        jwks_url=settings.jwt_jwks_url,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        leeway_seconds=settings.jwt_leeway_seconds,
+        jwks_min_refresh_seconds=settings.jwks_min_refresh_seconds,
+    )
     cursor_secret = settings.cursor_secret or settings.better_auth_secret
     if cursor_secret is None:
         raise ConfigError("CURSOR_SECRET (or BETTER_AUTH_SECRET) is required to sign list cursors")

@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from handlers import auth
+from handlers.problems import Problem
 from todo_api import problems
 from todo_api.middleware import ErrorGuard
 from todo_api.observability import RequestContext
@@ -298,7 +299,7 @@ class Endpoint:
             return
         try:
             await auth.verify_token(token.strip(), ConnexionRequest(scope))
-        except problems.Problem as error:
+        except Problem as error:
             await _answer_problem(scope, receive, send, int(error.status), str(error.detail), error.headers)
             return
         if scope["method"] != "POST":

@@ -9,6 +9,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from handlers.problems import BadRequest, HeadersTooLarge, PayloadTooLarge, UriTooLong
 from todo_api import problems
 
 log = logging.getLogger("todo_api")
@@ -32,16 +33,16 @@ class RequestLimits:
             await self.app(scope, receive, send)
             return
         if len(scope.get("raw_path") or scope["path"]) + len(scope["query_string"]) > MAX_URL_BYTES:
-            raise problems.UriTooLong(f"the URL is longer than {MAX_URL_BYTES} bytes")
+            raise UriTooLong(f"the URL is longer than {MAX_URL_BYTES} bytes")
         header_bytes = sum(len(name) + len(value) for name, value in scope["headers"] if name != b"authorization")
         if header_bytes > MAX_HEADER_BYTES:
-            raise problems.HeadersTooLarge(f"the request headers are larger than {MAX_HEADER_BYTES} bytes")
+            raise HeadersTooLarge(f"the request headers are larger than {MAX_HEADER_BYTES} bytes")
         if sum(name == b"authorization" for name, _ in scope["headers"]) > 1:
             # RFC 9110 §5.3: single-valued; a gateway reading another one would disagree on the caller.
-            raise problems.BadRequest("send one Authorization header, not several")
+            raise BadRequest("send one Authorization header, not several")
         length = Headers(scope=scope).get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            raise problems.PayloadTooLarge(self._detail())
+            raise PayloadTooLarge(self._detail())
         received = 0
 
         async def limited_receive() -> Message:
@@ -49,7 +50,7 @@ class RequestLimits:
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_bytes:
-                raise problems.PayloadTooLarge(self._detail())
+                raise PayloadTooLarge(self._detail())
             return message
 
         await self.app(scope, limited_receive, send)

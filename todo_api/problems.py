@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -13,6 +13,7 @@ from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+from handlers.problems import CHALLENGE, FieldErrors, Problem
 from persistence.database import DatabaseUnavailable, FairShareExceeded
 from persistence.tasks import IdempotencyKeyReused, PreconditionFailed, SearchTooCostly, TaskLimitReached
 from todo_api.observability import DB_ERRORS, FAIR_SHARE_REFUSALS
@@ -22,70 +23,8 @@ log = logging.getLogger("todo_api")
 MEDIA_TYPE = "application/problem+json"
 RETRY_AFTER_SECONDS = "2"
 FAIR_SHARE_RETRY_AFTER_SECONDS = "1"
-CHALLENGE = 'Bearer realm="todo-api"'
 UNEXPECTED = "the server failed to answer this request"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that hung up before the answer
-FieldErrors = Sequence[dict[str, str]]
-
-
-class Problem(ProblemException):
-    """An HTTP error with a detail for people and, for validation, one entry per field."""
-
-    status_code: int = 500
-
-    def __init__(self, detail: str, *, errors: FieldErrors | None = None, headers: dict[str, str] | None = None):
-        super().__init__(status=self.status_code, title=HTTPStatus(self.status_code).phrase, detail=detail)
-        self.errors = errors
-        self.headers = headers
-
-
-class BadRequest(Problem):
-    status_code = 400
-
-
-class Unauthorized(Problem):
-    """A bearer token was presented and refused: RFC 6750's `invalid_token` challenge says why.
-    (A request without a token gets the bare challenge, added in `response`.)"""
-
-    status_code = 401
-
-    def __init__(self, detail: str) -> None:
-        # Parts of the detail come from the token (its `alg`): printable ASCII only, no `\`, no `"`.
-        description = "".join("'" if c == '"' else c for c in detail[:200] if " " <= c <= "~" and c != "\\")
-        challenge = f'{CHALLENGE}, error="invalid_token", error_description="{description}"'
-        super().__init__(detail, headers={"WWW-Authenticate": challenge})
-
-
-class Forbidden(Problem):
-    status_code = 403
-
-
-class NotFound(Problem):
-    status_code = 404
-
-
-class PayloadTooLarge(Problem):
-    status_code = 413
-
-
-class UriTooLong(Problem):
-    status_code = 414
-
-
-class UnsupportedMediaType(Problem):
-    status_code = 415
-
-
-class Unprocessable(Problem):
-    status_code = 422
-
-
-class HeadersTooLarge(Problem):
-    status_code = 431
-
-
-class ServiceUnavailable(Problem):
-    status_code = 503
 
 
 def body(status: int, detail: str, errors: FieldErrors | None = None) -> bytes:

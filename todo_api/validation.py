@@ -16,7 +16,7 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope
 
-from todo_api.problems import BadRequest, NotFound, Unprocessable, UnsupportedMediaType
+from handlers.problems import BadRequest, NotFound, Unprocessable, UnsupportedMediaType
 
 _SERVER_FIELDS = {"id", "user_id", "status", "created_at", "updated_at"}
 MAX_SHOWN_NAME_CHARS = 64
