@@ -125,7 +125,11 @@ class Service(processes.LoggedProcess):
             cwd=ROOT,
         )
         if wait:
-            self.wait_until_answering("/health")
+            try:
+                self.wait_until_answering("/health")
+            except RuntimeError:
+                self.stop()  # a service too slow to come up is not left running
+                raise
 
     def wait_until_answering(self, path: str, timeout: float = 30) -> None:
         """Until GET `path` is a 200; a RuntimeError with the log if the process exits or `timeout` passes."""
