@@ -130,7 +130,11 @@ class Service(processes.LoggedProcess):
             cwd=ROOT,
         )
         if wait:
-            self.wait_until_answering("/health")
+            try:
+                self.wait_until_answering("/health")
+            except RuntimeError:
+                self.stop()  # a service too slow to come up is not left running
+                raise
 
     def wait_until_answering(self, path: str, timeout: float = 30) -> None:
         """Until GET `path` is a 200; a RuntimeError with the log if the process exits or `timeout` passes."""
@@ -244,3 +248,24 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
     if status == 401:
         assert response.headers["www-authenticate"].startswith("Bearer")
     return problem
+
+
+# Tiers. These modules start PostgreSQL clusters, `todo-api` processes, Node.js or Chromium of their
+# own, fuzz the whole contract or wait out intervals: `pytest -m "not slow"` leaves them out for
+# everyday work, plain `pytest` (the README's command, CI's) runs everything.
+SLOW_MODULES = {
+    "test_better_auth",
+    "test_cli",
+    "test_contract",
+    "test_migrations",
+    "test_operations",
+    "test_reliability",
+    "test_swagger_ui",
+    "test_typescript_client",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -108,6 +109,14 @@ class JwksServer:
 
     def fetches(self) -> int:
         return self.requests.count(JWKS_PATH)
+
+    def requests_within(self, seconds: float) -> list[str]:
+        """The paths asked for, once one is or after `seconds`: a request that must never come can only
+        be watched for during a window, and this one ends at the first sign of it."""
+        deadline = time.monotonic() + seconds
+        while not self.requests and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.requests
 
     def stop(self) -> None:
         self._server.shutdown()

@@ -1,4 +1,4 @@
-"""Every failure in SPEC.md's Errors table is an RFC 9457 problem, and a refused write stores nothing."""
+"""Every failure openapi.yaml declares is an RFC 9457 problem, and a refused write stores nothing."""
 
 from __future__ import annotations
 

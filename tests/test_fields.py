@@ -386,7 +386,7 @@ OPERATIONS: dict[str, Callable[[httpx.Client, int], httpx.Response]] = {
 
 
 @pytest.mark.parametrize("operation", OPERATIONS.values(), ids=OPERATIONS.keys())
-def test_every_response_has_exactly_the_eleven_fields(
+def test_every_response_has_exactly_the_task_fields(
     alice: User, operation: Callable[[httpx.Client, int], httpx.Response]
 ) -> None:
     task = alice.create(**FULL)

@@ -25,7 +25,8 @@ from sqlalchemy.engine import Engine
 from tests.conftest import ROOT, SECRET, Service, User, mint
 from todo_api.app import contract
 
-FIVE_TOOLS = {"add_task", "list_tasks", "complete_task", "delete_task", "update_task"}
+# The operations openapi.yaml marks with x-mcp-tool.
+CONTRACT_TOOLS = {"add_task", "list_tasks", "complete_task", "delete_task", "update_task"}
 Result = TypeVar("Result")
 
 
@@ -65,10 +66,10 @@ def _stored(db: Engine, user_id: str) -> int:
         return connection.scalar(text("SELECT count(*) FROM tasks WHERE user_id = :id"), {"id": user_id})
 
 
-def test_the_five_tools_are_listed_with_the_contract_s_schemas_and_descriptions(service: Service, alice: User) -> None:
+def test_the_contract_s_tools_are_listed_with_its_schemas_and_descriptions(service: Service, alice: User) -> None:
     listed = over_http(service, alice, lambda session: session.list_tools())
     tools = {tool.name: tool for tool in listed.tools}
-    assert set(tools) == FIVE_TOOLS
+    assert set(tools) == CONTRACT_TOOLS
     components = contract()["components"]
     add = tools["add_task"].inputSchema
     assert add["required"] == ["user_id", "title"]
@@ -232,7 +233,7 @@ def test_an_operation_marked_in_the_contract_becomes_a_tool_without_code_changes
     get_task = next(tool for tool in listed.tools if tool.name == "get_task")
     assert get_task.description == "Get one task (compatibility form)"
     assert set(get_task.inputSchema["required"]) == {"user_id", "task_id"}
-    assert {tool.name for tool in listed.tools} == {*FIVE_TOOLS, "get_task"}
+    assert {tool.name for tool in listed.tools} == {*CONTRACT_TOOLS, "get_task"}
     assert answer(fetched) == created
 
 
@@ -282,7 +283,7 @@ def test_todo_api_mcp_serves_the_tools_over_stdio_with_the_token_from_the_enviro
     async def conversation() -> None:
         async with stdio_client(command) as (read, write), ClientSession(read, write) as session:
             await session.initialize()
-            assert {tool.name for tool in (await session.list_tools()).tools} == FIVE_TOOLS
+            assert {tool.name for tool in (await session.list_tools()).tools} == CONTRACT_TOOLS
             added = answer(await session.call_tool("add_task", {"user_id": alice.id, "title": "From the desktop"}))
             listed = answer(await session.call_tool("list_tasks", {"user_id": alice.id, "status": "all"}))
             assert [task["id"] for task in listed] == [added["id"]]

@@ -24,6 +24,34 @@ def test_create_returns_the_task_with_location_and_etag(alice: User) -> None:
     assert fetched.headers["etag"] == response.headers["etag"]
 
 
+@pytest.mark.parametrize("base", ["/api/tasks", "/api/{user}/tasks"], ids=["primary", "compatibility"])
+def test_a_task_is_created_read_replaced_updated_completed_and_deleted(alice: User, base: str) -> None:
+    tasks = base.format(user=alice.id)
+    created = alice.http.post(tasks, json={"title": "draft", "tags": ["home"]})
+    assert created.status_code == 201, created.text
+    path = f"{tasks}/{created.json()['id']}"
+    assert alice.http.get(path).json() == created.json()
+    assert alice.http.get(tasks).json() == [created.json()]
+
+    replaced = alice.http.put(path, json={"title": "final"})
+    assert replaced.status_code == 200, replaced.text
+    assert replaced.json()["title"] == "final" and replaced.json()["tags"] == ["home"]  # left out: kept
+    updated = alice.http.patch(path, json={"priority": "high"})
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["priority"] == "high" and updated.json()["title"] == "final"
+    toggled = alice.http.patch(f"{path}/complete")
+    assert toggled.status_code == 200, toggled.text
+    assert toggled.json()["completed"] is True and toggled.json()["status"] == "complete"
+    reopened = alice.http.patch(f"{path}/complete", json={"completed": False})
+    assert reopened.status_code == 200 and reopened.json()["status"] == "incomplete"
+    assert alice.http.get(path).json() == reopened.json()
+
+    deleted = alice.http.delete(path)
+    assert deleted.status_code == 204 and deleted.content == b""
+    assert_problem(alice.http.get(path), 404)
+    assert alice.http.get(tasks).json() == []
+
+
 def test_empty_list_is_an_empty_array(alice: User) -> None:
     response = alice.http.get("/api/tasks")
     assert response.status_code == 200 and response.json() == []

@@ -1,4 +1,4 @@
-"""Connexion's validators, answering as SPEC.md asks: 422 with one entry per field, 400 only for
+"""Connexion's validators, answering as openapi.yaml declares: 422 with one entry per field, 400 only for
 bodies that are not UTF-8 JSON, 415 for bodies that are not JSON, 404 for a bad path id."""
 
 from __future__ import annotations
