@@ -257,10 +257,14 @@ SLOW_MODULES = {
     "test_better_auth",
     "test_cli",
     "test_contract",
+    "test_deadlines",
+    "test_failover",
+    "test_fair_share",
     "test_migrations",
     "test_operations",
     "test_reliability",
     "test_swagger_ui",
+    "test_topology",
     "test_typescript_client",
 }
 
