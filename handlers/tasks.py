@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -228,24 +229,16 @@ def _etag(task: Any) -> str:
     return f'"v{task["version"]}"'
 
 
-def _task(row: Any) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "user_id": row["user_id"],
-        "title": row["title"],
-        "description": row["description"],
-        "completed": row["completed"],
-        "status": "complete" if row["completed"] else "incomplete",
-        "priority": row["priority"],
-        "tags": row["tags"],
-        "due_date": _utc(row["due_date"]),
-        "created_at": _utc(row["created_at"]),
-        "updated_at": _utc(row["updated_at"]),
-    }
+def _task(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The contract's Task from a row: every column but the version (which the ETag carries),
+    instants in UTC, and the status derived from `completed`."""
+    task = {name: _utc(value) for name, value in row.items() if name != "version"}
+    task["status"] = "complete" if row["completed"] else "incomplete"
+    return task
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    return None if moment is None else moment.astimezone(UTC)
+def _utc(value: Any) -> Any:
+    return value.astimezone(UTC) if isinstance(value, datetime) else value
 
 
 def _json(content: Any, *, status: int = 200, headers: dict[str, str] | None = None, etag: Any = None) -> Response:

@@ -61,19 +61,7 @@ def configure(*, max_tasks_per_user: int, search_timeout_ms: int) -> None:
     _limits.search_timeout_ms = search_timeout_ms
 
 
-_columns = (
-    tasks.c.id,
-    tasks.c.user_id,
-    tasks.c.title,
-    tasks.c.description,
-    tasks.c.completed,
-    tasks.c.priority,
-    tasks.c.tags,
-    tasks.c.due_date,
-    tasks.c.version,
-    tasks.c.created_at,
-    tasks.c.updated_at,
-)
+_columns = tuple(tasks.c)  # a task's row is the whole table row
 _DIALECT = psycopg.dialect()  # type: ignore[no-untyped-call]
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+import yaml
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
@@ -35,20 +36,8 @@ from todo_api.settings import database_url as normalise
 
 SECRET = "test-secret-" + "x" * 40
 ROOT = Path(__file__).resolve().parent.parent
-# Every field of a task as the API returns it.
-TASK_FIELDS = {
-    "id",
-    "user_id",
-    "title",
-    "description",
-    "completed",
-    "status",
-    "priority",
-    "tags",
-    "due_date",
-    "created_at",
-    "updated_at",
-}
+# Every field of a task as the API returns it: the contract's Task.
+TASK_FIELDS = set(yaml.safe_load((ROOT / "openapi.yaml").read_text())["components"]["schemas"]["Task"]["properties"])
 
 
 @pytest.fixture(scope="session")

@@ -241,8 +241,8 @@ export interface components {
             readonly id: number;
             /** @description The owner, always the token's subject. */
             readonly user_id: string;
-            title: string;
-            description: string | null;
+            title: components["schemas"]["Title"];
+            description: components["schemas"]["Description"];
             completed: boolean;
             /**
              * @description Derived from `completed`.
@@ -250,9 +250,8 @@ export interface components {
              */
             readonly status: "incomplete" | "complete";
             priority: components["schemas"]["Priority"];
-            tags: string[];
-            /** Format: date-time */
-            due_date: string | null;
+            tags: components["schemas"]["Tags"];
+            due_date: components["schemas"]["DueDate"];
             /** Format: date-time */
             readonly created_at: string;
             /**
