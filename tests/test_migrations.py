@@ -306,7 +306,8 @@ def test_a_downgrade_counts_the_rows_that_the_owners_own_policies_hide(db: Engin
 
 def test_a_downgrade_that_deletes_no_stored_row_needs_no_flag(migrated_url: str) -> None:
     store_tasks(migrated_url, 2)
-    # task_tags is rebuilt from tasks.tags, idempotency_keys is empty, 0004 only lifts policies.
+    # users.task_count and task_tags are counted and rebuilt from tasks, idempotency_keys is empty,
+    # 0004 only lifts policies.
     for target in ["0004", "0003", "0002"]:
         result = cli_migrate(migrated_url, target)
         assert result.returncode == 0, result.stderr
