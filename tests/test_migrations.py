@@ -212,14 +212,7 @@ def test_two_instances_starting_at_once_on_an_empty_database_migrate_it_exactly_
 
 def test_migrate_command_moves_the_schema_to_a_revision_and_back(empty_url: str) -> None:
     for arguments, expected in [(["0001"], "0001"), ([], HEAD), (["0001"], "0001"), (["base"], None)]:
-        result = subprocess.run(
-            [sys.executable, "-m", "todo_api.cli", "migrate", *arguments],
-            env=service_env(empty_url),
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        result = cli_migrate(empty_url, *arguments)
         assert result.returncode == 0, result.stderr
         assert f"schema at {expected or 'base'}" in result.stdout
         assert schema.current(empty_url) == expected
