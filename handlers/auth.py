@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeGuard
 from urllib.parse import urlsplit
@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import jwt
 from connexion.lifecycle import ConnexionRequest
 
+from handlers import state
 from handlers.jwks import ASYMMETRIC_ALGORITHMS, KeySet, KeysUnavailable
 from handlers.problems import Forbidden, ServiceUnavailable, Unauthorized
 
@@ -28,17 +29,13 @@ MAX_CLAIM_CHARS = 320
 # share of a request's CPU, and a frontend sends the same token many times a minute.
 VERIFIED_SECONDS = 60
 VERIFIED_TOKENS = 10_000
-_verified: dict[bytes, tuple[float, dict[str, str | None]]] = {}
-
-
-def _remember(fingerprint: bytes, caller: dict[str, str | None], *, until: float) -> None:
-    if len(_verified) >= VERIFIED_TOKENS:
-        del _verified[next(iter(_verified))]  # the oldest entry
-    _verified[fingerprint] = (until, caller)
+Caller = dict[str, str | None]
 
 
 @dataclass(frozen=True, slots=True)
-class _Config:
+class TokenRules:
+    """Which tokens an application accepts, and the callers of tokens it verified lately."""
+
     secret: str | None
     issuer: str | None
     # Checked whenever a token names an audience; required of HS256 tokens only when configured
@@ -48,12 +45,15 @@ class _Config:
     leeway: int
     jwks: KeySet | None = None
     jwks_issuer: str | None = None
+    verified: dict[bytes, tuple[float, Caller]] = field(default_factory=dict, compare=False)
+
+    def remember(self, fingerprint: bytes, caller: Caller, *, until: float) -> None:
+        if len(self.verified) >= VERIFIED_TOKENS:
+            del self.verified[next(iter(self.verified))]  # the oldest entry
+        self.verified[fingerprint] = (until, caller)
 
 
-_config = _Config(secret=None, issuer=None, audience=None, hs256_audience_required=False, leeway=0)
-
-
-def configure(
+def token_rules(
     *,
     secret: str | None,
     better_auth_url: str | None,
@@ -62,17 +62,15 @@ def configure(
     audience: str | None,
     leeway_seconds: int,
     jwks_min_refresh_seconds: int,
-) -> None:
-    """Which tokens verify_token accepts: HS256 with `secret`, and tokens signed by the keys of
-    Better Auth at `better_auth_url` (or of `jwks_url`)."""
-    global _config
-    _verified.clear()
+) -> TokenRules:
+    """Accept HS256 tokens signed with `secret`, and tokens signed by the keys of Better Auth at
+    `better_auth_url` (or of `jwks_url`)."""
     origin = None
     if better_auth_url:
         parts = urlsplit(better_auth_url)
         origin = f"{parts.scheme}://{parts.netloc}"
         jwks_url = jwks_url or _jwks_url(better_auth_url)
-    _config = _Config(
+    return TokenRules(
         secret=secret,
         issuer=issuer,
         # Better Auth's JWT plugin sets issuer and audience to its base URL's origin.
@@ -94,21 +92,22 @@ def _jwks_url(better_auth_url: str) -> str:
 
 async def verify_token(token: str, request: ConnexionRequest) -> dict[str, str | None]:
     """The caller as `{"sub", "email", "name"}`; 401 for any bad token, 403 for a foreign path user."""
+    rules = state.of(request.scope).tokens
     fingerprint = hashlib.blake2b(token.encode(errors="surrogatepass"), digest_size=16).digest()
-    remembered = _verified.get(fingerprint)
+    remembered = rules.verified.get(fingerprint)
     if remembered is not None and remembered[0] > time.time():
         caller = remembered[1]
     else:
-        claims = await _claims(token)
-        caller, expires = _caller(claims)
-        _remember(fingerprint, caller, until=min(expires + _config.leeway, time.time() + VERIFIED_SECONDS))
+        claims = await _claims(rules, token)
+        caller, expires = _caller(rules, claims)
+        rules.remember(fingerprint, caller, until=min(expires + rules.leeway, time.time() + VERIFIED_SECONDS))
     path_user = request.path_params.get("user_id")
     if path_user is not None and path_user != caller["sub"]:
         raise Forbidden("the user in the path is not the signed-in user")
     return caller
 
 
-async def _claims(token: str) -> dict[str, Any]:
+async def _claims(rules: TokenRules, token: str) -> dict[str, Any]:
     if len(token) > MAX_TOKEN_BYTES:
         raise Unauthorized("the token is too large")
     try:
@@ -120,16 +119,16 @@ async def _claims(token: str) -> dict[str, Any]:
     algorithm = header.get("alg")
     if not isinstance(algorithm, str):
         raise Unauthorized("the token's alg is not a string")
-    if algorithm == "HS256" and _config.secret is not None:
-        issuer, audience_required = _config.issuer, _config.hs256_audience_required
+    if algorithm == "HS256" and rules.secret is not None:
+        issuer, audience_required = rules.issuer, rules.hs256_audience_required
         if (issuer or audience_required) and _is_cookie_cache(token):
             # Better Auth's cookie-cache token never carries iss or aud (an aud it has is still checked).
             issuer, audience_required = None, False
-        return _decode(token, _config.secret, "HS256", issuer, audience_required=audience_required)
-    if algorithm in ASYMMETRIC_ALGORITHMS and _config.jwks is not None:
+        return _decode(rules, token, rules.secret, "HS256", issuer, audience_required=audience_required)
+    if algorithm in ASYMMETRIC_ALGORITHMS and rules.jwks is not None:
         kid = header.get("kid")
         try:
-            keys = await _config.jwks.keys_for(kid if isinstance(kid, str) else None, algorithm)
+            keys = await rules.jwks.keys_for(kid if isinstance(kid, str) else None, algorithm)
         except KeysUnavailable:
             raise ServiceUnavailable("the signing keys cannot be fetched right now; retry shortly") from None
         if not keys:
@@ -137,7 +136,7 @@ async def _claims(token: str) -> dict[str, Any]:
         failure: Unauthorized | None = None
         for key in keys:
             try:
-                return _decode(token, key.key, algorithm, _config.jwks_issuer, audience_required=True)
+                return _decode(rules, token, key.key, algorithm, rules.jwks_issuer, audience_required=True)
             except Unauthorized as error:
                 failure = error
         raise failure or Unauthorized("the token's signature is not valid")
@@ -153,16 +152,18 @@ def _is_cookie_cache(token: str) -> bool:
     return "sub" not in claims and isinstance(claims.get("user"), dict) and isinstance(claims.get("session"), dict)
 
 
-def _decode(token: str, key: Any, algorithm: str, issuer: str | None, *, audience_required: bool) -> dict[str, Any]:
+def _decode(
+    rules: TokenRules, token: str, key: Any, algorithm: str, issuer: str | None, *, audience_required: bool
+) -> dict[str, Any]:
     """The verified claims; `aud`, when present (or required), must name the configured audience."""
-    audience = _config.audience
+    audience = rules.audience
     try:
         claims = jwt.decode(
             token,
             key,
             algorithms=[algorithm],
             issuer=issuer,
-            leeway=_config.leeway,
+            leeway=rules.leeway,
             options={"require": ["exp"], "verify_aud": False},
         )
     except jwt.ExpiredSignatureError:
@@ -189,7 +190,7 @@ def _decode(token: str, key: Any, algorithm: str, issuer: str | None, *, audienc
     return claims
 
 
-def _caller(claims: dict[str, Any]) -> tuple[dict[str, str | None], float]:
+def _caller(rules: TokenRules, claims: dict[str, Any]) -> tuple[Caller, float]:
     """The subject from `sub`, or from `user.id` in Better Auth's cookie-cache token, and until
     when the token stands (its `exp`, or its session's end if sooner)."""
     profile: dict[str, Any] = claims
@@ -197,7 +198,7 @@ def _caller(claims: dict[str, Any]) -> tuple[dict[str, str | None], float]:
     if "sub" not in claims and isinstance(claims.get("user"), dict):
         profile = claims["user"]
         subject = profile.get("id")
-        expires = min(expires, _session_end(claims.get("session")))
+        expires = min(expires, _session_end(rules, claims.get("session")))
     else:
         subject = claims.get("sub")
     if subject is None or _text(subject, limit=255) is None or not subject.strip():
@@ -206,7 +207,7 @@ def _caller(claims: dict[str, Any]) -> tuple[dict[str, str | None], float]:
     return caller, expires
 
 
-def _session_end(session: Any) -> float:
+def _session_end(rules: TokenRules, session: Any) -> float:
     """When the cookie-cache token's session ends: Better Auth writes `expiresAt` as an ISO 8601
     string (a JSON Date); a NumericDate is taken too. No session, or an ended one, is a 401."""
     if not isinstance(session, dict):
@@ -223,7 +224,7 @@ def _session_end(session: Any) -> float:
             end = None
     if end is None:
         raise Unauthorized("the cookie-cache token's session has no valid expiresAt")
-    if end + _config.leeway < time.time():
+    if end + rules.leeway < time.time():
         raise Unauthorized("the session has ended")
     return end
 

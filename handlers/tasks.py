@@ -16,10 +16,11 @@ import orjson
 from connexion import request
 from starlette.responses import Response
 
-from handlers import cursors
+from handlers import cursors, state
 from handlers.problems import NotFound, Unprocessable
 from handlers.responses import json_response
 from persistence import tasks
+from persistence.database import Database
 from persistence.tasks import Filters, Order, Owner, SortField
 
 DEFAULT_LIMIT = 100
@@ -30,15 +31,18 @@ _ETAG = re.compile(r'"v([1-9][0-9]{0,8})"')  # as _etag writes it, within Postgr
 
 async def find(user: str, **query: Any) -> Response:
     """The caller's tasks, one page, with `Link: rel="next"` when more exist."""
+    app = state.of(request.scope)
     filters, order = _list_query(query)
     limit = query.get("limit") or DEFAULT_LIMIT
     bound = _canonical(filters, order)
-    after = cursors.decode(query["cursor"], user_id=user, query=bound) if query.get("cursor") else None
-    rows = await tasks.list_for_user(user, filters, order, after=after, limit=limit + 1)
+    after = cursors.decode(app.cursor_key, query["cursor"], user_id=user, query=bound) if query.get("cursor") else None
+    rows = await tasks.list_for_user(
+        app.database, user, filters, order, after=after, limit=limit + 1, search_timeout_ms=app.search_timeout_ms
+    )
     headers = {}
     if len(rows) > limit:
         rows = rows[:limit]
-        cursor = cursors.encode(tasks.keyset(rows[-1], order), user_id=user, query=bound)
+        cursor = cursors.encode(app.cursor_key, tasks.keyset(rows[-1], order), user_id=user, query=bound)
         # A relative reference (RFC 8288 §3.1): the Host header is the client's to choose.
         next_url = request.url.include_query_params(cursor=cursor)
         headers["Link"] = f'<{next_url.path}?{next_url.query}>; rel="next"'
@@ -51,7 +55,10 @@ async def create(user: str, token_info: dict[str, Any], body: dict[str, Any]) ->
     key = request.headers.get("idempotency-key")
     idempotency = (key, _fingerprint(fields)) if key else None
     owner = Owner(id=user, email=token_info.get("email"), name=token_info.get("name"))
-    created = await tasks.create_for_user(owner, fields, idempotency=idempotency)
+    app = state.of(request.scope)
+    created = await tasks.create_for_user(
+        app.database, owner, fields, max_tasks=app.max_tasks_per_user, idempotency=idempotency
+    )
     headers = {"Location": f"/api/tasks/{created.task['id']}"}
     if created.replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -60,7 +67,7 @@ async def create(user: str, token_info: dict[str, Any], body: dict[str, Any]) ->
 
 async def get(user: str, id: int) -> Response:
     """The task, or 304 when `If-None-Match` names its current ETag."""
-    task = await tasks.get_for_user(user, id)
+    task = await tasks.get_for_user(_database(), user, id)
     if task is None:
         raise _not_found(id)
     if _holds_current(request.headers.get("if-none-match"), _etag(task)):
@@ -85,18 +92,22 @@ async def complete(user: str, id: int, body: dict[str, Any] | None = None) -> Re
 
 
 async def delete(user: str, id: int) -> Response:
-    if not await tasks.delete_for_user(user, id, expected_versions=_if_match()):
+    if not await tasks.delete_for_user(_database(), user, id, expected_versions=_if_match()):
         raise _not_found(id)
     return Response(status_code=204)
 
 
 async def _update(user: str, task_id: int, changes: dict[str, Any], *, toggle_completed: bool = False) -> Response:
     task = await tasks.update_for_user(
-        user, task_id, changes, toggle_completed=toggle_completed, expected_versions=_if_match()
+        _database(), user, task_id, changes, toggle_completed=toggle_completed, expected_versions=_if_match()
     )
     if task is None:
         raise _not_found(task_id)
     return _json(_task(task), etag=task)
+
+
+def _database() -> Database:
+    return state.of(request.scope).database
 
 
 def _fingerprint(fields: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ import select
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager, suppress
-from typing import Any, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import psycopg
 from psycopg import errors
@@ -102,22 +102,20 @@ class FairShareExceeded(Exception):
 
 
 class _Connection(psycopg.AsyncConnection[Any]):
-    """Remembers whether the last attempt to connect failed, and why: requests then wait only
-    briefly for a connection, and the log says the cause once, not once per request."""
+    """Tells its Database whether the last attempt to connect failed, and why: requests then wait
+    only briefly for a connection, and the log says the cause once, not once per request. Each
+    Database connects through a subclass that names it."""
+
+    database: ClassVar[Database]
 
     @classmethod
     async def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
         try:
             connection = await super().connect(conninfo, **kwargs)
         except psycopg.OperationalError as error:
-            cause = _connect_failure(error)
-            if cause != _state.unreachable:
-                log.warning("cannot connect to the database: %s", cause)
-            _state.unreachable = cause
+            cls.database.connect_failed(_connect_failure(error))
             raise
-        if _state.unreachable is not None:
-            log.info("connected to the database again")
-            _state.unreachable = None
+        cls.database.connect_failed(None)
         return connection
 
 
@@ -163,17 +161,177 @@ class _FairShare:
             raise FairShareExceeded() from None
 
 
-class _State:
-    pool: AsyncConnectionPool[_Connection] | None = None
-    deadline_seconds: float | None = None
-    statement_timeout_ms: int = 0
-    scope: str | None = None  # the opening statement, decided on the first connection
-    unreachable: str | None = None  # why the last attempt to connect failed; None once one succeeds
-    fair_share = _FairShare(None)
+class Database:
+    """One application's pool of connections to PostgreSQL, and the rules every unit of work on it
+    follows: the caller's user for row-level security, a deadline, and the user's fair share."""
 
+    def __init__(
+        self, url: str, *, pool_size: int, statement_timeout_ms: int = 0, max_per_user: int | None = None
+    ) -> None:
+        """At most `pool_size` connections (made on demand, once `open`); statements are cancelled
+        after `statement_timeout_ms` (0: never, and no deadline); a user holds at most `max_per_user`."""
+        self._conninfo = conninfo(url)
+        self._pool_size = pool_size
+        self._pool: AsyncConnectionPool[_Connection] | None = None
+        self._deadline_seconds = statement_timeout_ms / 1000 + DEADLINE_MARGIN_SECONDS if statement_timeout_ms else None
+        self._statement_timeout_ms = statement_timeout_ms
+        self._fair_share = _FairShare(max_per_user)
+        self._opening: str | None = None  # the statement opening each transaction, decided on first use
+        self.unreachable: str | None = None  # why the last attempt to connect failed; None once one succeeds
+        self._discarding: set[asyncio.Task[None]] = set()  # a reference keeps each task alive until done
 
-_state = _State()
-_discarding: set[asyncio.Task[None]] = set()  # a reference keeps each task alive until it is done
+    async def open(self) -> None:
+        self._pool = AsyncConnectionPool(
+            self._conninfo,
+            connection_class=type("Connection", (_Connection,), {"database": self}),
+            kwargs={"autocommit": True, "prepare_threshold": None},  # transactions are ours; see the docstring
+            min_size=1,
+            max_size=self._pool_size,
+            open=False,
+            name="todo_api",
+            max_waiting=self._pool_size * WAITERS_PER_CONNECTION,
+            max_lifetime=MAX_LIFETIME_SECONDS,
+            reconnect_timeout=0,  # a failed connect is retried once, then on the next request's demand
+        )
+        await self._pool.open()
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close(timeout=1)
+            self._pool = None
+
+    def stats(self) -> dict[str, int]:
+        """psycopg_pool's figures since the last call (counters) and now (sizes), for /metrics."""
+        return self._pool.pop_stats() if self._pool is not None else {}
+
+    def connect_failed(self, cause: str | None) -> None:
+        """Note the outcome of an attempt to connect: why it failed, or None once one succeeds."""
+        if cause is not None and cause != self.unreachable:
+            log.warning("cannot connect to the database: %s", cause)
+        elif cause is None and self.unreachable is not None:
+            log.info("connected to the database again")
+        self.unreachable = cause
+
+    async def run(self, user_id: str | None, sql: str, params: Mapping[str, Any]) -> list[Row]:
+        """The rows of one statement run as `user_id`, in one round trip (and one transaction)."""
+        async with self._session(user_id) as session:
+            return await session.bounded(self._run(session, user_id, sql, params))
+
+    async def _run(self, session: _Session, user_id: str | None, sql: str, params: Mapping[str, Any]) -> list[Row]:
+        cursor = psycopg.AsyncClientCursor(session.connection, row_factory=dict_row)
+        opening = await self._opening_statement(cursor)
+        await cursor.execute(f"{opening}; {sql}", {**params, **self._scope_params(user_id, session.deadline)})
+        cursor.nextset()
+        return await cursor.fetchall() if cursor.description else []
+
+    @asynccontextmanager
+    async def transaction(self, user_id: str | None = None) -> AsyncIterator[Transaction]:
+        """An explicit transaction as `user_id` (no user: no user rows visible), for work that needs
+        more than one statement; committed when the block ends without an error."""
+        async with self._session(user_id) as session:
+            cursor = Transaction(session)
+            await session.bounded(self._begin(session, user_id))
+            try:
+                yield cursor
+            except BaseException:
+                if session.usable:
+                    with suppress(psycopg.Error, DatabaseUnavailable):
+                        await session.bounded(session.connection.rollback())
+                raise
+            await cursor.execute("COMMIT")
+
+    async def _begin(self, session: _Session, user_id: str | None) -> None:
+        cursor = psycopg.AsyncClientCursor(session.connection, row_factory=dict_row)
+        opening = await self._opening_statement(cursor)
+        await cursor.execute(f"BEGIN; {opening}", self._scope_params(user_id, session.deadline))
+
+    @asynccontextmanager
+    async def _session(self, user_id: str | None) -> AsyncIterator[_Session]:
+        """A connection for one unit of work as `user_id`: the user's share, a connection handed out
+        oldest waiter first, and errors turned into DatabaseUnavailable naming their cause."""
+        if self._pool is None:
+            raise RuntimeError("the database pool is not open")
+        deadline = None if self._deadline_seconds is None else _now() + self._deadline_seconds
+        async with self._fair_share.slot(user_id, deadline):
+            session = _Session(self, await self._checkout(self._pool, deadline), deadline)
+            try:
+                yield session
+            except psycopg.Error as error:
+                cause = _failure(error)
+                if cause is None:
+                    await self._give_back(session)
+                    raise
+                await self._give_back(session, keep=not isinstance(error, errors.ReadOnlySqlTransaction))
+                raise DatabaseUnavailable(cause) from error
+            except BaseException:
+                await self._give_back(session)
+                raise
+            await self._give_back(session)
+
+    async def _checkout(self, pool: AsyncConnectionPool[_Connection], deadline: float | None) -> _Connection:
+        """The next connection for this request, in arrival order, checked without a round trip."""
+        while True:
+            wait = CHECKOUT_TIMEOUT_SECONDS if deadline is None else deadline - _now()
+            if wait <= 0:
+                raise DatabaseUnavailable("timeout: no connection within the deadline")
+            if self.unreachable is not None:
+                wait = min(wait, UNREACHABLE_WAIT_SECONDS)
+            try:
+                connection = await pool.getconn(timeout=wait)
+            except TooManyRequests:
+                raise DatabaseUnavailable("pool exhausted: too many requests waiting for a connection") from None
+            except PoolTimeout:
+                raise DatabaseUnavailable(self.unreachable or "pool exhausted: no connection free in time") from None
+            except psycopg.OperationalError as error:  # the pool is closed: shutting down
+                raise DatabaseUnavailable(type(error).__name__) from None
+            if _idle_and_alive(connection):
+                return connection
+            await self._discard(connection)
+
+    async def _give_back(self, session: _Session, *, keep: bool = True) -> None:
+        """Return the session's connection to the pool, or discard it when it is in any doubt."""
+        if session.abandoned or self._pool is None:
+            return
+        connection = session.connection
+        if keep and not connection.broken and connection.pgconn.transaction_status == TransactionStatus.IDLE:
+            await self._pool.putconn(connection)
+        else:
+            await self._discard(connection)
+
+    async def _discard(self, connection: _Connection) -> None:
+        """Close `connection` and let the pool replace it."""
+        await connection.close()
+        if self._pool is not None:
+            await self._pool.putconn(connection)
+
+    def discard_later(self, connection: _Connection) -> None:
+        task = asyncio.ensure_future(self._discard(connection))
+        self._discarding.add(task)
+        task.add_done_callback(self._discarding.discard)
+
+    def _scope_params(self, user_id: str | None, deadline: float | None) -> dict[str, str]:
+        """The user (no user is the empty id, which owns nothing: the policies then admit no row)
+        and the statement timeout, shortened to what is left of the deadline."""
+        timeout_ms = self._statement_timeout_ms
+        if deadline is not None:
+            left_ms = int((deadline - _now() - SERVER_MARGIN_SECONDS) * 1000)
+            if left_ms <= 0:
+                raise DatabaseUnavailable("timeout: no time left within the deadline")
+            timeout_ms = min(timeout_ms, left_ms)
+        return {"user_id": user_id or "", "timeout": str(timeout_ms)}
+
+    async def _opening_statement(self, cursor: psycopg.AsyncClientCursor[Row]) -> str:
+        if self._opening is None:
+            await cursor.execute(_PRIVILEGE, {"app_role": APP_ROLE})
+            privilege = await cursor.fetchone()
+            assert privilege is not None
+            if privilege["privileged"] and not privilege["can_assume"]:
+                log.warning(
+                    "serving as a privileged role that cannot SET ROLE %s: row-level security is bypassed", APP_ROLE
+                )
+            assumes = privilege["privileged"] and privilege["can_assume"]
+            self._opening = _AS_USER + (_IN_APP_ROLE if assumes else "")
+        return self._opening
 
 
 def conninfo(url: str) -> str:
@@ -182,56 +340,6 @@ def conninfo(url: str) -> str:
     scheme, _, rest = url.partition("://")
     params = conninfo_to_dict(f"{scheme.split('+')[0]}://{rest}")
     return make_conninfo("", **{**LIBPQ_DEFAULTS, **params})
-
-
-async def open_pool(
-    url: str, *, pool_size: int, statement_timeout_ms: int = 0, max_per_user: int | None = None
-) -> None:
-    """Open a pool of at most `pool_size` connections (made on demand); statements are cancelled
-    after `statement_timeout_ms` (0: never, and no deadline); a user holds at most `max_per_user`."""
-    _state.pool = AsyncConnectionPool(
-        conninfo(url),
-        connection_class=_Connection,
-        kwargs={"autocommit": True, "prepare_threshold": None},  # transactions are ours; see the docstring
-        min_size=1,
-        max_size=pool_size,
-        open=False,
-        name="todo_api",
-        max_waiting=pool_size * WAITERS_PER_CONNECTION,
-        max_lifetime=MAX_LIFETIME_SECONDS,
-        reconnect_timeout=0,  # a failed connect is retried once, then on the next request's demand
-    )
-    await _state.pool.open()
-    _state.deadline_seconds = statement_timeout_ms / 1000 + DEADLINE_MARGIN_SECONDS if statement_timeout_ms else None
-    _state.statement_timeout_ms = statement_timeout_ms
-    _state.scope = None
-    _state.unreachable = None
-    _state.fair_share = _FairShare(max_per_user)
-
-
-async def close_pool() -> None:
-    if _state.pool is not None:
-        await _state.pool.close(timeout=1)
-        _state.pool = None
-
-
-def pool_stats() -> dict[str, int]:
-    """psycopg_pool's figures since the last call (counters) and now (sizes), for /metrics."""
-    return _state.pool.pop_stats() if _state.pool is not None else {}
-
-
-async def run(user_id: str | None, sql: str, params: Mapping[str, Any]) -> list[Row]:
-    """The rows of one statement run as `user_id`, in one round trip (and one transaction)."""
-    async with _session(user_id) as session:
-        return await session.bounded(_run(session, user_id, sql, params))
-
-
-async def _run(session: _Session, user_id: str | None, sql: str, params: Mapping[str, Any]) -> list[Row]:
-    cursor = psycopg.AsyncClientCursor(session.connection, row_factory=dict_row)
-    scope = await _scope(cursor)
-    await cursor.execute(f"{scope}; {sql}", {**params, **_scope_params(user_id, session.deadline)})
-    cursor.nextset()
-    return await cursor.fetchall() if cursor.description else []
 
 
 class Transaction:
@@ -255,34 +363,11 @@ class Transaction:
         return self._cursor.description
 
 
-@asynccontextmanager
-async def transaction(user_id: str | None = None) -> AsyncIterator[Transaction]:
-    """An explicit transaction as `user_id` (no user: no user rows visible), for work that needs
-    more than one statement; committed when the block ends without an error."""
-    async with _session(user_id) as session:
-        cursor = Transaction(session)
-        await session.bounded(_begin(session, user_id))
-        try:
-            yield cursor
-        except BaseException:
-            if session.usable:
-                with suppress(psycopg.Error, DatabaseUnavailable):
-                    await session.bounded(session.connection.rollback())
-            raise
-        await cursor.execute("COMMIT")
-
-
-async def _begin(session: _Session, user_id: str | None) -> None:
-    cursor = psycopg.AsyncClientCursor(session.connection, row_factory=dict_row)
-    scope = await _scope(cursor)
-    await cursor.execute(f"BEGIN; {scope}", _scope_params(user_id, session.deadline))
-
-
 class _Session:
     """One connection held for one unit of work, and the deadline that unit must meet."""
 
-    def __init__(self, pool: AsyncConnectionPool[_Connection], connection: _Connection, deadline: float | None) -> None:
-        self.pool = pool
+    def __init__(self, database: Database, connection: _Connection, deadline: float | None) -> None:
+        self.database = database
         self.connection = connection
         self.deadline = deadline
         self.abandoned = False  # the deadline passed mid-statement: the connection is being discarded
@@ -316,53 +401,7 @@ class _Session:
     def _discard_when_done(self, task: asyncio.Future[Any]) -> None:
         if not task.cancelled():
             task.exception()  # retrieved: the request has had its 503 already
-        _discard_later(self.pool, self.connection)
-
-
-@asynccontextmanager
-async def _session(user_id: str | None) -> AsyncIterator[_Session]:
-    """A connection for one unit of work as `user_id`: the user's share, a connection handed out
-    oldest waiter first, and errors turned into DatabaseUnavailable naming their cause."""
-    pool = _state.pool
-    if pool is None:
-        raise RuntimeError("the database pool is not open")
-    deadline = None if _state.deadline_seconds is None else _now() + _state.deadline_seconds
-    async with _state.fair_share.slot(user_id, deadline):
-        session = _Session(pool, await _checkout(pool, deadline), deadline)
-        try:
-            yield session
-        except psycopg.Error as error:
-            cause = _failure(error)
-            if cause is None:
-                await _give_back(session)
-                raise
-            await _give_back(session, keep=not isinstance(error, errors.ReadOnlySqlTransaction))
-            raise DatabaseUnavailable(cause) from error
-        except BaseException:
-            await _give_back(session)
-            raise
-        await _give_back(session)
-
-
-async def _checkout(pool: AsyncConnectionPool[_Connection], deadline: float | None) -> _Connection:
-    """The next connection for this request, in arrival order, checked without a round trip."""
-    while True:
-        wait = CHECKOUT_TIMEOUT_SECONDS if deadline is None else deadline - _now()
-        if wait <= 0:
-            raise DatabaseUnavailable("timeout: no connection within the deadline")
-        if _state.unreachable is not None:
-            wait = min(wait, UNREACHABLE_WAIT_SECONDS)
-        try:
-            connection = await pool.getconn(timeout=wait)
-        except TooManyRequests:
-            raise DatabaseUnavailable("pool exhausted: too many requests waiting for a connection") from None
-        except PoolTimeout:
-            raise DatabaseUnavailable(_state.unreachable or "pool exhausted: no connection free in time") from None
-        except psycopg.OperationalError as error:  # the pool is closed: shutting down
-            raise DatabaseUnavailable(type(error).__name__) from None
-        if _idle_and_alive(connection):
-            return connection
-        await _discard(pool, connection)
+        self.database.discard_later(self.connection)
 
 
 def _idle_and_alive(connection: _Connection) -> bool:
@@ -375,29 +414,6 @@ def _idle_and_alive(connection: _Connection) -> bool:
     poller = select.poll()
     poller.register(pgconn.socket, select.POLLIN)
     return not poller.poll(0)
-
-
-async def _give_back(session: _Session, *, keep: bool = True) -> None:
-    """Return the session's connection to the pool, or discard it when it is in any doubt."""
-    if session.abandoned:
-        return
-    connection = session.connection
-    if keep and not connection.broken and connection.pgconn.transaction_status == TransactionStatus.IDLE:
-        await session.pool.putconn(connection)
-    else:
-        await _discard(session.pool, connection)
-
-
-async def _discard(pool: AsyncConnectionPool[_Connection], connection: _Connection) -> None:
-    """Close `connection` and let the pool replace it."""
-    await connection.close()
-    await pool.putconn(connection)
-
-
-def _discard_later(pool: AsyncConnectionPool[_Connection], connection: _Connection) -> None:
-    task = asyncio.ensure_future(_discard(pool, connection))
-    _discarding.add(task)
-    task.add_done_callback(_discarding.discard)
 
 
 def _failure(error: psycopg.Error) -> str | None:
@@ -420,29 +436,3 @@ def _connect_failure(error: psycopg.OperationalError) -> str:
 
 def _now() -> float:
     return asyncio.get_running_loop().time()
-
-
-def _scope_params(user_id: str | None, deadline: float | None) -> dict[str, str]:
-    """The user (no user is the empty id, which owns nothing: the policies then admit no row) and
-    the statement timeout, shortened to what is left of the deadline."""
-    timeout_ms = _state.statement_timeout_ms
-    if deadline is not None:
-        left_ms = int((deadline - _now() - SERVER_MARGIN_SECONDS) * 1000)
-        if left_ms <= 0:
-            raise DatabaseUnavailable("timeout: no time left within the deadline")
-        timeout_ms = min(timeout_ms, left_ms)
-    return {"user_id": user_id or "", "timeout": str(timeout_ms)}
-
-
-async def _scope(cursor: psycopg.AsyncClientCursor[Row]) -> str:
-    if _state.scope is None:
-        await cursor.execute(_PRIVILEGE, {"app_role": APP_ROLE})
-        privilege = await cursor.fetchone()
-        assert privilege is not None
-        if privilege["privileged"] and not privilege["can_assume"]:
-            log.warning(
-                "serving as a privileged role that cannot SET ROLE %s: row-level security is bypassed", APP_ROLE
-            )
-        assumes = privilege["privileged"] and privilege["can_assume"]
-        _state.scope = _AS_USER + (_IN_APP_ROLE if assumes else "")
-    return _state.scope

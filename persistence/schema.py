@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, create_engine, pool, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from persistence.database import DatabaseUnavailable, run
+from persistence.database import Database, DatabaseUnavailable
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 # Any constant shared by every instance; serialises concurrent `todo-api serve` start-ups.
@@ -163,9 +163,10 @@ def _lost(before: Holdings, after: Holdings) -> str:
     return "; ".join(lost)
 
 
-async def is_current() -> bool:
+async def is_current(db: Database) -> bool:
+    """Whether `db` answers and its schema is at the newest migration."""
     try:
-        rows = await run(None, "SELECT version_num FROM alembic_version", {})
+        rows = await db.run(None, "SELECT version_num FROM alembic_version", {})
     except (DatabaseUnavailable, psycopg.ProgrammingError):  # unreachable, or never migrated
         return False
     return bool(rows) and rows[0]["version_num"] == head()

@@ -41,24 +41,11 @@ from sqlalchemy.dialects.postgresql import ARRAY, psycopg
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from persistence.database import Row, run, transaction
+from persistence.database import Database, Row
 from persistence.tables import idempotency_keys, priority, task_tags, tasks, users
 
 SortField = Literal["created_at", "updated_at", "title", "priority", "due_date"]
 IDEMPOTENCY_TTL = text("interval '24 hours'")
-
-
-class _Limits:
-    max_tasks_per_user = 10_000
-    search_timeout_ms = 2000  # 0: only the general statement timeout
-
-
-_limits = _Limits()
-
-
-def configure(*, max_tasks_per_user: int, search_timeout_ms: int) -> None:
-    _limits.max_tasks_per_user = max_tasks_per_user
-    _limits.search_timeout_ms = search_timeout_ms
 
 
 _columns = tuple(tasks.c)  # a task's row is the whole table row
@@ -84,9 +71,9 @@ def _sql(build: Callable[..., ClauseElement], *args: Hashable) -> _Compiled:
     return _Compiled(str(statement), constants)
 
 
-async def _fetch(user_id: str, statement: _Compiled, params: Mapping[str, Any]) -> list[Row]:
+async def _fetch(db: Database, user_id: str, statement: _Compiled, params: Mapping[str, Any]) -> list[Row]:
     """The rows of `statement`, run as `user_id` in one round trip."""
-    return await run(user_id, statement.sql, statement(params))
+    return await db.run(user_id, statement.sql, statement(params))
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,24 +133,32 @@ class Created:
 
 
 async def list_for_user(
-    user_id: str, filters: Filters, order: Order, *, after: Sequence[Any] | None, limit: int
+    db: Database,
+    user_id: str,
+    filters: Filters,
+    order: Order,
+    *,
+    after: Sequence[Any] | None,
+    limit: int,
+    search_timeout_ms: int = 0,
 ) -> list[Row]:
-    """Up to `limit` of the user's tasks matching `filters`, in `order`, after the keyset `after`."""
+    """Up to `limit` of the user's tasks matching `filters`, in `order`, after the keyset `after`;
+    a text search is cancelled after `search_timeout_ms` (0: the statement timeout only)."""
     params: dict[str, Any] = {"user_id": user_id, "limit": limit}
     conditions = tuple(_conditions(filters, params))
     statement = _sql(_list, conditions, order, _position(order, after, params))
-    if "text" not in conditions or not _limits.search_timeout_ms:
-        return await _fetch(user_id, statement, params)
+    if "text" not in conditions or not search_timeout_ms:
+        return await _fetch(db, user_id, statement, params)
     # A search's cost grows with the text it scans: it gets a budget of its own, tighter than
     # the general statement timeout, set for its transaction only.
-    async with transaction(user_id) as cursor:
+    async with db.transaction(user_id) as cursor:
         await cursor.execute(
-            "SELECT set_config('statement_timeout', %(budget)s, true)", {"budget": str(_limits.search_timeout_ms)}
+            "SELECT set_config('statement_timeout', %(budget)s, true)", {"budget": str(search_timeout_ms)}
         )
         try:
             await _execute(cursor, statement, params)
         except QueryCanceled:
-            raise SearchTooCostly(_limits.search_timeout_ms) from None
+            raise SearchTooCostly(search_timeout_ms) from None
         return await cursor.fetchall()
 
 
@@ -179,8 +174,8 @@ def keyset(task: Mapping[str, Any], order: Order) -> list[Any]:
     return [value.isoformat() if isinstance(value, datetime) else value, task["id"]]
 
 
-async def get_for_user(user_id: str, task_id: int) -> Row | None:
-    rows = await _fetch(user_id, _sql(_get), {"user_id": user_id, "id": task_id})
+async def get_for_user(db: Database, user_id: str, task_id: int) -> Row | None:
+    rows = await _fetch(db, user_id, _sql(_get), {"user_id": user_id, "id": task_id})
     return rows[0] if rows else None
 
 
@@ -219,26 +214,31 @@ def _insert_task(fields: Sequence[str]) -> Any:
 
 
 async def create_for_user(
-    owner: Owner, fields: Mapping[str, Any], *, idempotency: tuple[str, str] | None = None
+    db: Database,
+    owner: Owner,
+    fields: Mapping[str, Any],
+    *,
+    max_tasks: int,
+    idempotency: tuple[str, str] | None = None,
 ) -> Created:
-    """Insert a task (and the owner's users row if new). With `(key, request_hash)`, a repeat
-    of the same key and hash returns the first result instead; another hash raises
-    IdempotencyKeyReused."""
+    """Insert a task (and the owner's users row if new), unless the owner already holds
+    `max_tasks` (TaskLimitReached). With `(key, request_hash)`, a repeat of the same key and hash
+    returns the first result instead; another hash raises IdempotencyKeyReused."""
     names = tuple(sorted(fields))
     params = {
         **fields,
         "user_id": owner.id,
         "email": owner.email,
         "name": owner.name,
-        "max_tasks": _limits.max_tasks_per_user,
+        "max_tasks": max_tasks,
     }
     if idempotency is None:
-        rows = await _fetch(owner.id, _sql(_insert_task, names), params)
+        rows = await _fetch(db, owner.id, _sql(_insert_task, names), params)
         if not rows:
-            raise TaskLimitReached(_limits.max_tasks_per_user)
+            raise TaskLimitReached(max_tasks)
         return Created(rows[0], replayed=False)
     key, request_hash = idempotency
-    async with transaction(owner.id) as cursor:
+    async with db.transaction(owner.id) as cursor:
         await _execute(cursor, _sql(_add_owner), params)
         earlier = await _claim_idempotency_key(cursor, owner.id, key, request_hash)
         if earlier is not None:
@@ -246,7 +246,7 @@ async def create_for_user(
         await _execute(cursor, _sql(_insert_remembered, names), {**params, "key": key})
         task = await cursor.fetchone()
         if task is None:
-            raise TaskLimitReached(_limits.max_tasks_per_user)  # the claim is rolled back with it
+            raise TaskLimitReached(max_tasks)  # the claim is rolled back with it
         return Created(task, replayed=False)
 
 
@@ -309,6 +309,7 @@ async def _claim_idempotency_key(cursor: Any, user_id: str, key: str, request_ha
 
 
 async def update_for_user(
+    db: Database,
     user_id: str,
     task_id: int,
     changes: Mapping[str, Any],
@@ -323,11 +324,11 @@ async def update_for_user(
     """
     checked = expected_versions is not None
     params = {**changes, "user_id": user_id, "id": task_id, "versions": list(expected_versions or [])}
-    rows = await _fetch(user_id, _sql(_update, tuple(sorted(changes)), toggle_completed, checked), params)
+    rows = await _fetch(db, user_id, _sql(_update, tuple(sorted(changes)), toggle_completed, checked), params)
     if rows:
         return rows[0]
     if checked:
-        await _raise_if_exists(user_id, task_id)
+        await _raise_if_exists(db, user_id, task_id)
     return None
 
 
@@ -351,14 +352,16 @@ def _update(names: tuple[str, ...], toggle_completed: bool, version_checked: boo
     )
 
 
-async def delete_for_user(user_id: str, task_id: int, *, expected_versions: Sequence[int] | None = None) -> bool:
+async def delete_for_user(
+    db: Database, user_id: str, task_id: int, *, expected_versions: Sequence[int] | None = None
+) -> bool:
     """Delete the task; False when the user has no such task. Raises PreconditionFailed like update."""
     checked = expected_versions is not None
     params = {"user_id": user_id, "id": task_id, "versions": list(expected_versions or [])}
-    if await _fetch(user_id, _sql(_delete, checked), params):
+    if await _fetch(db, user_id, _sql(_delete, checked), params):
         return True
     if checked:
-        await _raise_if_exists(user_id, task_id)
+        await _raise_if_exists(db, user_id, task_id)
     return False
 
 
@@ -384,8 +387,8 @@ def _task_matches(version_checked: bool) -> list[ColumnElement[bool]]:
     return matches
 
 
-async def _raise_if_exists(user_id: str, task_id: int) -> None:
-    found = await _fetch(user_id, _sql(_exists), {"user_id": user_id, "id": task_id})
+async def _raise_if_exists(db: Database, user_id: str, task_id: int) -> None:
+    found = await _fetch(db, user_id, _sql(_exists), {"user_id": user_id, "id": task_id})
     if found[0]["found"]:
         raise PreconditionFailed(task_id)
 

@@ -24,14 +24,15 @@ def _as_service(database_url: str, user_id: str | None, *statements: str) -> lis
     and return the rows of the last statement."""
 
     async def run() -> list[dict[str, Any]]:
-        await database.open_pool(database_url, pool_size=1)
+        db = database.Database(database_url, pool_size=1)
+        await db.open()
         try:
-            async with database.transaction(user_id) as cursor:
+            async with db.transaction(user_id) as cursor:
                 for statement in statements:
                     await cursor.execute(statement)
                 return await cursor.fetchall() if cursor.description else []
         finally:
-            await database.close_pool()
+            await db.close()
 
     return asyncio.run(run())
 

@@ -16,10 +16,11 @@ from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import RelativeResolver
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from handlers import auth, cursors, health
-from persistence import database, tasks
+from handlers import auth, cursors
+from handlers.state import AppState, Metrics
+from persistence.database import Database
 from todo_api import connexion_patches, mcp_server, problems, supervision, swagger_ui
 from todo_api.middleware import CORS, ErrorGuard, RequestLimits, ResponseHeaders
 from todo_api.observability import RequestContext, configure_logging, metrics_exposition, sample_pool
@@ -40,23 +41,35 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     configure_logging(settings.log_level)
     supervision.end_with_master()
     connexion_patches.apply()
-    health.configure(
-        metrics_enabled=settings.metrics_enabled, metrics_token=settings.metrics_token, exposition=metrics_exposition
-    )
-    tasks.configure(max_tasks_per_user=settings.max_tasks_per_user, search_timeout_ms=settings.search_timeout_ms)
-    auth.configure(
-        secret=settings.better_auth_secret,
-        better_auth_url=settings.better_auth_url,
-        jwks_url=settings.jwt_jwks_url,
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-        leeway_seconds=settings.jwt_leeway_seconds,
-        jwks_min_refresh_seconds=settings.jwks_min_refresh_seconds,
-    )
     cursor_secret = settings.cursor_secret or settings.better_auth_secret
     if cursor_secret is None:
         raise ConfigError("CURSOR_SECRET (or BETTER_AUTH_SECRET) is required to sign list cursors")
-    cursors.configure(cursor_secret)
+    db = Database(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        statement_timeout_ms=settings.db_statement_timeout_ms,
+        max_per_user=settings.db_max_per_user,
+    )
+    app_state = AppState(
+        database=db,
+        tokens=auth.token_rules(
+            secret=settings.better_auth_secret,
+            better_auth_url=settings.better_auth_url,
+            jwks_url=settings.jwt_jwks_url,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            leeway_seconds=settings.jwt_leeway_seconds,
+            jwks_min_refresh_seconds=settings.jwks_min_refresh_seconds,
+        ),
+        cursor_key=cursors.signing_key(cursor_secret),
+        max_tasks_per_user=settings.max_tasks_per_user,
+        search_timeout_ms=settings.search_timeout_ms,
+        metrics=Metrics(
+            enabled=settings.metrics_enabled,
+            token=settings.metrics_token.encode() if settings.metrics_token else None,
+            exposition=metrics_exposition,
+        ),
+    )
 
     spec = contract(settings.openapi_file or CONTRACT)
     assistants = mcp_server.Endpoint(
@@ -65,17 +78,12 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
-        await database.open_pool(
-            settings.database_url or "",
-            pool_size=settings.db_pool_size,
-            statement_timeout_ms=settings.db_statement_timeout_ms,
-            max_per_user=settings.db_max_per_user,
-        )
-        sampler = asyncio.create_task(sample_pool())
+        await db.open()
+        sampler = asyncio.create_task(sample_pool(db))
         async with assistants.running():
             yield
         sampler.cancel()
-        await database.close_pool()
+        await db.close()
 
     allowed_methods = _allowed_methods(spec)  # read before Connexion works on the same data
     request_headers = ["Authorization", "Content-Type", "X-Request-ID", *_request_headers(spec)]
@@ -102,7 +110,20 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             expose_headers=["Location", "ETag", "Link"],
             max_age=600,
         )
-    return assistants.mounted_on(RequestContext(ResponseHeaders(ErrorGuard(app))))
+    api = WithState(RequestContext(ResponseHeaders(ErrorGuard(app))), app_state)
+    return WithState(assistants.mounted_on(api), app_state)  # MCP's own requests, and its tools' calls
+
+
+class WithState:
+    """Gives every request (and the lifespan) the application's state, where handlers find it."""
+
+    def __init__(self, app: ASGIApp, state: AppState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.state.install(scope)
+        await self.app(scope, receive, send)
 
 
 def contract(path: Path = CONTRACT) -> dict[str, Any]:

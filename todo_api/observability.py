@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from persistence import database
+from persistence.database import Database
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -93,10 +93,10 @@ def configure_logging(level: str) -> None:
     logging.getLogger("psycopg").setLevel(logging.ERROR)
 
 
-async def sample_pool() -> None:
+async def sample_pool(db: Database) -> None:
     """Copy the pool's figures into the metrics every POOL_SAMPLE_SECONDS, until cancelled."""
     while True:
-        stats = database.pool_stats()
+        stats = db.stats()
         if stats:
             POOL_OPEN.set(stats["pool_size"])
             POOL_CHECKED_OUT.set(stats["pool_size"] - stats["pool_available"])

@@ -1,7 +1,7 @@
 """Row-level security keyed on app.user_id, and the least-privilege role the service uses.
 
 Every table holding user data gets a policy that admits only the rows of the user named by the
-transaction-local setting `app.user_id` (set by persistence.database.transaction); without the
+transaction-local setting `app.user_id` (set by persistence.database.Database for every transaction); without the
 setting no row is visible. FORCE makes the policies bind the tables' owner too.
 
 `todo_api_app` (NOLOGIN) may only read and write rows; production logins are granted it (see
