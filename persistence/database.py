@@ -45,6 +45,9 @@ DEADLINE_MARGIN_SECONDS = 1.0  # beyond the statement timeout: the server's own 
 SERVER_MARGIN_SECONDS = 0.25
 CHECKOUT_TIMEOUT_SECONDS = 10.0  # without a statement timeout there is no deadline, but waiting ends
 UNREACHABLE_WAIT_SECONDS = 0.5  # while connecting fails, a request waits only this long for a connection
+# A waiter looks up after this long: connecting may have started to fail meanwhile (the pool does
+# not wake its waiters for that), and an outage must be a prompt 503, not the whole deadline.
+CHECKOUT_SLICE_SECONDS = 1.0
 FAIR_SHARE_WAIT_SECONDS = 2.0  # a user over their share waits this long for a slot, then 429
 WAITERS_PER_CONNECTION = 20  # more requests than this queued per connection: 503 at once
 MAX_LIFETIME_SECONDS = 1800.0
@@ -277,10 +280,12 @@ class Database:
             if self.unreachable is not None:
                 wait = min(wait, UNREACHABLE_WAIT_SECONDS)
             try:
-                connection = await pool.getconn(timeout=wait)
+                connection = await pool.getconn(timeout=min(wait, CHECKOUT_SLICE_SECONDS))
             except TooManyRequests:
                 raise DatabaseUnavailable("pool exhausted: too many requests waiting for a connection") from None
             except PoolTimeout:
+                if self.unreachable is None and wait > CHECKOUT_SLICE_SECONDS:
+                    continue  # the database answers: this is a busy pool, wait on until the deadline
                 raise DatabaseUnavailable(self.unreachable or "pool exhausted: no connection free in time") from None
             except psycopg.OperationalError as error:  # the pool is closed: shutting down
                 raise DatabaseUnavailable(type(error).__name__) from None
