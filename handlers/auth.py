@@ -25,6 +25,7 @@ from handlers.problems import Forbidden, ServiceUnavailable, Unauthorized
 # Far above any real token (Better Auth's are < 2 KB); checked before any parsing or crypto.
 MAX_TOKEN_BYTES = 8192
 MAX_CLAIM_CHARS = 320
+MAX_SUBJECT_CHARS = 255  # the users.id a subject becomes
 # A verified token is trusted again for this long (never past its exp): verification is a large
 # share of a request's CPU, and a frontend sends the same token many times a minute.
 VERIFIED_SECONDS = 60
@@ -201,7 +202,7 @@ def _caller(rules: TokenRules, claims: dict[str, Any]) -> tuple[Caller, float]:
         expires = min(expires, _session_end(rules, claims.get("session")))
     else:
         subject = claims.get("sub")
-    if subject is None or _text(subject, limit=255) is None or not subject.strip():
+    if subject is None or _text(subject, limit=MAX_SUBJECT_CHARS) is None or not subject.strip():
         raise Unauthorized("the token has no usable subject")
     caller = {"sub": subject, "email": _text(profile.get("email")), "name": _text(profile.get("name"))}
     return caller, expires

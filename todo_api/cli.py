@@ -27,7 +27,6 @@ development secret, so `todo-api serve` works on a fresh machine; mint a token w
 `todo-api token USER_ID`. See README.md for every environment variable.
 """
 
-MAX_SUBJECT_CHARS = 255  # the longest `sub` handlers/auth.py accepts
 DEVELOPMENT_SECRET = "dev-secret"
 CURSOR_SECRET = "cursor-secret"
 
@@ -104,6 +103,8 @@ def _whole(low: int, high: int) -> Callable[[str], int]:
 
 def _subject(text: str) -> str:
     """An argparse type: a user id the service accepts as a token's subject (handlers/auth.py)."""
+    from handlers.auth import MAX_SUBJECT_CHARS
+
     if not text.strip() or len(text) > MAX_SUBJECT_CHARS or "\x00" in text:
         raise argparse.ArgumentTypeError(
             f"must be 1 to {MAX_SUBJECT_CHARS} characters, not only white space (got {len(text)} characters)"
