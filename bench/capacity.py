@@ -28,42 +28,22 @@ import httpx
 import jwt
 import psycopg
 
+from bench import harness
 from persistence import schema
 from todo_api import embedded
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "capacity-" + "x" * 40
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(root: int) -> float:
     """CPU time of `root` and its live descendants, plus its reaped children's."""
-    total = 0.0
-    for pid in [root, *descendants(root)]:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
-        total += utime + stime + (cutime + cstime if pid == root else 0)
-    return total / TICK
-
-
-def descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int(Path(entry, "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (FileNotFoundError, IndexError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, stack = [], [root]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
+    live = sum(harness.cpu_seconds(harness.descendants(root)).values())
+    try:
+        fields = Path(f"/proc/{root}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return live
+    return live + (int(fields[13]) + int(fields[14])) / harness.CLOCK_TICKS
 
 
 def postmaster(url: str) -> int:
