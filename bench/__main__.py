@@ -6,9 +6,9 @@ import argparse
 import shutil
 import sys
 
-from bench import workload
+from bench import events, reminders, workload
 
-COMMANDS = ("run", "compare", "listing", "profile", "cpucost", "clean")
+COMMANDS = ("run", "compare", "listing", "reminders", "profile", "cpucost", "events", "clean")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     listing.add_argument("--duration", type=float, default=3, help="seconds per query and size per round (default 3)")
     listing.add_argument("--sizes", default="1000,100000")
 
+    reminders.add_arguments(
+        commands.add_parser("reminders", help="50 000 reminders due at once: delivery lag, order, request p99 beside")
+    )
+
     profile = commands.add_parser("profile", help="py-spy on ours under the workload; writes a text summary")
     profile.add_argument("--duration", type=float, default=20)
     profile.add_argument("--warmup", type=float, default=5)
@@ -69,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         help="one operation instead of the mix",
     )
 
+    events.add_arguments(
+        commands.add_parser(
+            "events", help="live sync: event latency, memory per stream, streams per worker, idle streams' cost"
+        )
+    )
+
     commands.add_parser("clean", help="drop every bench_* database")
 
     args = parser.parse_args(argv)
@@ -77,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print("dropped: " + (", ".join(drop_databases()) or "nothing"))
         return 0
-    if args.command in ("run", "compare", "listing", "profile") and shutil.which("wrk") is None:
+    if args.command in ("run", "compare", "listing", "profile", "events") and shutil.which("wrk") is None:
         parser.error("wrk is not installed: apt-get update && apt-get install -y wrk")
     if args.command == "cpucost" and args.count == "instructions" and shutil.which("callgrind_control") is None:
         parser.error("valgrind is not installed: apt-get install -y valgrind (or --count cpu)")
@@ -85,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         return workload.run(args)
     if args.command == "compare":
         return workload.compare(args)
+    if args.command == "events":
+        return events.main(args)
+    if args.command == "reminders":
+        return reminders.main(args)
     if args.command == "listing":
         from bench import listing as module
     elif args.command == "profile":

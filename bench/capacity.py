@@ -33,7 +33,7 @@ from persistence import schema
 from todo_api import embedded
 
 ROOT = Path(__file__).resolve().parent.parent
-SECRET = "capacity-" + "x" * 40
+SECRET = "capacity-Vw3Tq9Lm2Xp7Rk5Nz8Bc4Hf6Jd1Gs0Ye"
 
 
 def cpu_seconds(root: int) -> float:

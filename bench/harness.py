@@ -28,7 +28,7 @@ PG = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 # Every database a benchmark creates starts with this: two checkouts benchmarking on one
 # PostgreSQL at once must not recreate each other's databases mid-run.
 PREFIX = os.environ.get("BENCH_DB_PREFIX", "bench_")
-SECRET = os.environ.get("BENCH_SECRET", "bench-secret-0123456789abcdef0123456789abcdef")
+SECRET = os.environ.get("BENCH_SECRET", "bench-secret-Hq7Wm3Zr9Kt5Lx2Vp8Bn4Cy6Fd1Gj0Se")
 TODO_API = os.environ.get("TODO_API_BIN", str(ROOT / ".venv" / "bin" / "todo-api"))
 APP_PYTHON = str(Path(TODO_API).with_name("python"))
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import time
 from dataclasses import dataclass
 
 import uvloop
@@ -29,9 +30,17 @@ class OpenLoad:
     first_bad: str
 
 
-def run(port: int, users: dict[str, tuple[str, list[int]]], *, rate: float, duration: float) -> OpenLoad:
-    """`users`: user id → (token, task ids). Runs `rate × duration` requests of workload.lua's mix."""
-    return uvloop.run(_run(port, list(users.values()), rate, duration))
+def run(
+    port: int,
+    users: dict[str, tuple[str, list[int]]],
+    *,
+    rate: float,
+    duration: float,
+    samples: list[tuple[float, float, bool]] | None = None,
+) -> OpenLoad:
+    """`users`: user id → (token, task ids). Runs `rate × duration` requests of workload.lua's mix;
+    `samples` gets each request's (due time as time.time(), latency in seconds, whether it writes)."""
+    return uvloop.run(_run(port, list(users.values()), rate, duration, samples))
 
 
 def _request(number: int, rng: random.Random, users: list[tuple[str, list[int]]]) -> bytes:
@@ -55,7 +64,13 @@ def _request(number: int, rng: random.Random, users: list[tuple[str, list[int]]]
     return (head + "\r\n" + (body or "")).encode()
 
 
-async def _run(port: int, users: list[tuple[str, list[int]]], rate: float, duration: float) -> OpenLoad:
+async def _run(
+    port: int,
+    users: list[tuple[str, list[int]]],
+    rate: float,
+    duration: float,
+    samples: list[tuple[float, float, bool]] | None,
+) -> OpenLoad:
     loop = asyncio.get_running_loop()
     rng = random.Random(7)
     free: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None] = asyncio.Queue()
@@ -80,12 +95,15 @@ async def _run(port: int, users: list[tuple[str, list[int]]], rate: float, durat
             bad.append(repr(error))
             connection = None
         latencies.append(loop.time() - due)
+        if samples is not None:
+            samples.append((wall_start + due - start, latencies[-1], not request.startswith(b"GET ")))
         free.put_nowait(connection)
 
     total = int(rate * duration)
     requests = [_request(number, rng, users) for number in range(total)]
     pending: set[asyncio.Task[None]] = set()
     start = loop.time() + 0.05
+    wall_start = time.time() + start - loop.time()
     for number, request in enumerate(requests):
         due = start + number / rate
         if (wait := due - loop.time()) > 0:

@@ -1,16 +1,17 @@
 """The bearer function Connexion calls: verify the JWT, return who the caller is (RFC 8725 rules).
 
-Accepted: HS256 with BETTER_AUTH_SECRET (user in `sub`, or in `user.id` for Better Auth's
-cookie-cache token), and Better Auth's JWT plugin tokens (EdDSA, ES*, RS*, PS*) verified against
-its JWKS. `kid`, `jku` and `x5u` only ever select among keys we fetched ourselves.
-"""
+Accepted: HS256 with any shared secret (BETTER_AUTH_SECRETS', BETTER_AUTH_SECRET; user in `sub`,
+or in `user.id` for Better Auth's cookie-cache token), and Better Auth's JWT plugin tokens (EdDSA,
+ES*, RS*, PS*) verified against its JWKS. `kid`, `jku` and `x5u` only ever select among keys we
+fetched ourselves."""
 
 from __future__ import annotations
 
 import hashlib
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import MutableMapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeGuard
 from urllib.parse import urlsplit
@@ -20,8 +21,10 @@ from connexion.lifecycle import ConnexionRequest
 
 from handlers import state
 from handlers.jwks import ASYMMETRIC_ALGORITHMS, KeySet, KeysUnavailable
-from handlers.problems import Forbidden, ServiceUnavailable, Unauthorized
+from handlers.problems import Forbidden, ServiceUnavailable, TooManyRequests, Unauthorized
+from handlers.rate_limit import RateLimited
 
+_HS256 = jwt.PyJWS()
 # Far above any real token (Better Auth's are < 2 KB); checked before any parsing or crypto.
 MAX_TOKEN_BYTES = 8192
 MAX_CLAIM_CHARS = 320
@@ -30,14 +33,15 @@ MAX_SUBJECT_CHARS = 255  # the users.id a subject becomes
 # share of a request's CPU, and a frontend sends the same token many times a minute.
 VERIFIED_SECONDS = 60
 VERIFIED_TOKENS = 10_000
-Caller = dict[str, str | None]
+# `sub`, `email` and `name` (str or None), and `exp`: when the token stops standing (float).
+Caller = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
 class TokenRules:
-    """Which tokens an application accepts, and the callers of tokens it verified lately."""
+    """Which tokens an application accepts."""
 
-    secret: str | None
+    secrets: tuple[str, ...]  # shared secrets for HS256, the current first
     issuer: str | None
     # Checked whenever a token names an audience; required of HS256 tokens only when configured
     # explicitly (JWT_AUDIENCE), as Better Auth's shared-secret tokens carry none by default.
@@ -46,17 +50,30 @@ class TokenRules:
     leeway: int
     jwks: KeySet | None = None
     jwks_issuer: str | None = None
-    verified: dict[bytes, tuple[float, Caller]] = field(default_factory=dict, compare=False)
+
+
+class VerifiedTokens:
+    """The callers of the tokens an application verified lately, by the token's fingerprint, each
+    until a moment; at most VERIFIED_TOKENS of them, the oldest dropped first."""
+
+    def __init__(self) -> None:
+        self._callers: dict[bytes, tuple[float, Caller]] = {}
+
+    def get(self, fingerprint: bytes) -> Caller | None:
+        remembered = self._callers.get(fingerprint)
+        if remembered is None or remembered[0] <= time.time():
+            return None
+        return remembered[1]
 
     def remember(self, fingerprint: bytes, caller: Caller, *, until: float) -> None:
-        if len(self.verified) >= VERIFIED_TOKENS:
-            del self.verified[next(iter(self.verified))]  # the oldest entry
-        self.verified[fingerprint] = (until, caller)
+        if len(self._callers) >= VERIFIED_TOKENS:
+            del self._callers[next(iter(self._callers))]  # the oldest entry
+        self._callers[fingerprint] = (until, caller)
 
 
 def token_rules(
     *,
-    secret: str | None,
+    secrets: Sequence[str],
     better_auth_url: str | None,
     jwks_url: str | None,
     issuer: str | None,
@@ -64,7 +81,7 @@ def token_rules(
     leeway_seconds: int,
     jwks_min_refresh_seconds: int,
 ) -> TokenRules:
-    """Accept HS256 tokens signed with `secret`, and tokens signed by the keys of Better Auth at
+    """Accept HS256 tokens signed with any of `secrets`, and tokens signed by the keys of Better Auth at
     `better_auth_url` (or of `jwks_url`)."""
     origin = None
     if better_auth_url:
@@ -72,7 +89,7 @@ def token_rules(
         origin = f"{parts.scheme}://{parts.netloc}"
         jwks_url = jwks_url or _jwks_url(better_auth_url)
     return TokenRules(
-        secret=secret,
+        secrets=tuple(secrets),
         issuer=issuer,
         # Better Auth's JWT plugin sets issuer and audience to its base URL's origin.
         audience=audience or origin,
@@ -91,21 +108,37 @@ def _jwks_url(better_auth_url: str) -> str:
     return better_auth_url + "/api/auth/jwks"
 
 
-async def verify_token(token: str, request: ConnexionRequest) -> dict[str, str | None]:
-    """The caller as `{"sub", "email", "name"}`; 401 for any bad token, 403 for a foreign path user."""
-    rules = state.of(request.scope).tokens
+async def verify_token(token: str, request: ConnexionRequest) -> Caller:
+    """The caller as `{"sub", "email", "name", "exp"}`; 401 for any bad token, 403 for a foreign path user."""
+    app = state.of(request.scope)
+    rules = app.tokens
     fingerprint = hashlib.blake2b(token.encode(errors="surrogatepass"), digest_size=16).digest()
-    remembered = rules.verified.get(fingerprint)
-    if remembered is not None and remembered[0] > time.time():
-        caller = remembered[1]
-    else:
+    caller = app.verified_tokens.get(fingerprint)
+    if caller is None:
         claims = await _claims(rules, token)
         caller, expires = _caller(rules, claims)
-        rules.remember(fingerprint, caller, until=min(expires + rules.leeway, time.time() + VERIFIED_SECONDS))
+        until = min(expires + rules.leeway, time.time() + VERIFIED_SECONDS)
+        app.verified_tokens.remember(fingerprint, caller, until=until)
+    await _count(request.scope, str(caller["sub"]))
     path_user = request.path_params.get("user_id")
     if path_user is not None and path_user != caller["sub"]:
         raise Forbidden("the user in the path is not the signed-in user")
     return caller
+
+
+async def _count(scope: MutableMapping[str, Any], user: str) -> None:
+    """Admit the request under `user`'s rate limit (not one the application makes to itself); 429
+    with Retry-After and the RateLimit fields when its token would not come within a short wait."""
+    limiter = state.of(scope).rate_limiter
+    if limiter is None or scope.get(state.INTERNAL):
+        return
+    try:
+        scope["state"][state.ADMISSION] = await limiter.admit(user)  # released as the answer starts
+    except RateLimited as refused:
+        headers = {"Retry-After": str(refused.retry_after), **refused.quota.headers()}
+        raise TooManyRequests(
+            "you are sending requests faster than your rate limit; slow down", headers=headers
+        ) from None
 
 
 async def _claims(rules: TokenRules, token: str) -> dict[str, Any]:
@@ -120,12 +153,13 @@ async def _claims(rules: TokenRules, token: str) -> dict[str, Any]:
     algorithm = header.get("alg")
     if not isinstance(algorithm, str):
         raise Unauthorized("the token's alg is not a string")
-    if algorithm == "HS256" and rules.secret is not None:
+    if algorithm == "HS256" and rules.secrets:
         issuer, audience_required = rules.issuer, rules.hs256_audience_required
         if (issuer or audience_required) and _is_cookie_cache(token):
             # Better Auth's cookie-cache token never carries iss or aud (an aud it has is still checked).
             issuer, audience_required = None, False
-        return _decode(rules, token, rules.secret, "HS256", issuer, audience_required=audience_required)
+        secret = _signing_secret(rules.secrets, token)
+        return _decode(rules, token, secret, "HS256", issuer, audience_required=audience_required)
     if algorithm in ASYMMETRIC_ALGORITHMS and rules.jwks is not None:
         kid = header.get("kid")
         try:
@@ -142,6 +176,20 @@ async def _claims(rules: TokenRules, token: str) -> dict[str, Any]:
                 failure = error
         raise failure or Unauthorized("the token's signature is not valid")
     raise Unauthorized(f"tokens signed with {algorithm!r} are not accepted")
+
+
+def _signing_secret(secrets: tuple[str, ...], token: str) -> str:
+    """Which of `secrets` signed `token`; the last when none did (or it is malformed), whose check
+    then says why. The current secret comes first, so most tokens cost one HMAC here."""
+    for secret in secrets[:-1]:
+        try:
+            _HS256.decode_complete(token, secret, algorithms=["HS256"])
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.InvalidTokenError:
+            break
+        return secret
+    return secrets[-1]
 
 
 def _is_cookie_cache(token: str) -> bool:
@@ -204,7 +252,7 @@ def _caller(rules: TokenRules, claims: dict[str, Any]) -> tuple[Caller, float]:
         subject = claims.get("sub")
     if subject is None or _text(subject, limit=MAX_SUBJECT_CHARS) is None or not subject.strip():
         raise Unauthorized("the token has no usable subject")
-    caller = {"sub": subject, "email": _text(profile.get("email")), "name": _text(profile.get("name"))}
+    caller = {"sub": subject, "email": _text(profile.get("email")), "name": _text(profile.get("name")), "exp": expires}
     return caller, expires
 
 

@@ -18,7 +18,7 @@ async def live() -> Response:
 
 
 async def ready() -> Response:
-    """200 when PostgreSQL answers and its schema is at the newest migration."""
+    """200 when PostgreSQL answers and its schema is at (or, migrated by a newer release, past) the newest migration."""
     if not await schema.is_current(state.of(request.scope).database):
         raise ServiceUnavailable("the database is unreachable or its schema is not at the newest migration")
     return json_response({"status": "ok"})
@@ -29,8 +29,11 @@ async def metrics() -> Response:
     metrics = state.of(request.scope).metrics
     if not metrics.enabled:
         raise NotFound("metrics are turned off (METRICS_ENABLED=false)")
-    if metrics.token is not None:
+    if metrics.tokens:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), metrics.token):
+        offered = given.strip().encode()
+        # Every token is compared, so the time taken does not tell which one nearly matched.
+        matches = [hmac.compare_digest(offered, token) for token in metrics.tokens]
+        if scheme.lower() != "bearer" or not any(matches):
             raise Unauthorized("metrics need the bearer token set in METRICS_TOKEN")
     return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")

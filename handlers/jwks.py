@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import jwt
 
-log = logging.getLogger("todo_api")
+log = logging.getLogger(__name__)
 
 FETCH_TIMEOUT_SECONDS = 3.0
 MAX_AGE_SECONDS = 600

@@ -64,6 +64,20 @@ class Unprocessable(Problem):
     status_code = 422
 
 
+def invalid(name: str, message: str) -> Unprocessable:
+    """A 422: `name` (a body field or query parameter) is invalid, as `message` says."""
+    problem: Unprocessable = Unprocessable(f"{name} {message}", errors=[{"field": name, "message": message}])
+    return problem
+
+
+class Gone(Problem):
+    status_code = 410
+
+
+class TooManyRequests(Problem):
+    status_code = 429
+
+
 class HeadersTooLarge(Problem):
     status_code = 431
 

@@ -16,12 +16,12 @@ import orjson
 from connexion import request
 from starlette.responses import Response
 
-from handlers import cursors, state
-from handlers.problems import NotFound, Unprocessable
+from handlers import cursors, recurrence, state
+from handlers.problems import NotFound, Unprocessable, invalid
 from handlers.responses import json_response
 from persistence import tasks
 from persistence.database import Database
-from persistence.tasks import Filters, Order, Owner, SortField
+from persistence.tasks import Filters, Occurrence, Order, Owner, SortField
 
 DEFAULT_LIMIT = 100
 _STATUS = {"all": None, "incomplete": False, "complete": True, "active": False, "pending": False, "completed": True}
@@ -35,23 +35,25 @@ async def find(user: str, **query: Any) -> Response:
     filters, order = _list_query(query)
     limit = query.get("limit") or DEFAULT_LIMIT
     bound = _canonical(filters, order)
-    after = cursors.decode(app.cursor_key, query["cursor"], user_id=user, query=bound) if query.get("cursor") else None
+    after = cursors.decode(app.cursor_keys, query["cursor"], user_id=user, query=bound) if query.get("cursor") else None
     rows = await tasks.list_for_user(
         app.database, user, filters, order, after=after, limit=limit + 1, search_timeout_ms=app.search_timeout_ms
     )
     headers = {}
     if len(rows) > limit:
         rows = rows[:limit]
-        cursor = cursors.encode(app.cursor_key, tasks.keyset(rows[-1], order), user_id=user, query=bound)
+        cursor = cursors.encode(app.cursor_keys, tasks.keyset(rows[-1], order), user_id=user, query=bound)
         # A relative reference (RFC 8288 §3.1): the Host header is the client's to choose.
         next_url = request.url.include_query_params(cursor=cursor)
         headers["Link"] = f'<{next_url.path}?{next_url.query}>; rel="next"'
-    return _json([_task(row) for row in rows], headers=headers)
+    return _json([render(row) for row in rows], headers=headers)
 
 
 async def create(user: str, token_info: dict[str, Any], body: dict[str, Any]) -> Response:
     """201 with the new task; a retried Idempotency-Key with the same body replays the first answer."""
     fields = _writable(body)
+    if fields.get("recurrence") is not None and fields.get("due_date") is None:
+        raise _needs_due_date()
     key = request.headers.get("idempotency-key")
     idempotency = (key, _fingerprint(fields)) if key else None
     owner = Owner(id=user, email=token_info.get("email"), name=token_info.get("name"))
@@ -62,7 +64,7 @@ async def create(user: str, token_info: dict[str, Any], body: dict[str, Any]) ->
     headers = {"Location": f"/api/tasks/{created.task['id']}"}
     if created.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return _json(_task(created.task), status=201, headers=headers, etag=created.task)
+    return _json(render(created.task), status=201, headers=headers, etag=created.task)
 
 
 async def get(user: str, id: int) -> Response:
@@ -72,7 +74,7 @@ async def get(user: str, id: int) -> Response:
         raise _not_found(id)
     if _holds_current(request.headers.get("if-none-match"), _etag(task)):
         return Response(status_code=304, headers={"ETag": _etag(task)})
-    return _json(_task(task), etag=task)
+    return _json(render(task), etag=task)
 
 
 async def replace(user: str, id: int, body: dict[str, Any]) -> Response:
@@ -98,12 +100,42 @@ async def delete(user: str, id: int) -> Response:
 
 
 async def _update(user: str, task_id: int, changes: dict[str, Any], *, toggle_completed: bool = False) -> Response:
-    task = await tasks.update_for_user(
-        _database(), user, task_id, changes, toggle_completed=toggle_completed, expected_versions=_if_match()
-    )
-    if task is None:
+    app = state.of(request.scope)
+    try:
+        updated = await tasks.update_for_user(
+            app.database,
+            user,
+            task_id,
+            changes,
+            toggle_completed=toggle_completed,
+            expected_versions=_if_match(),
+            recur=_next_occurrence,
+            max_tasks=app.max_tasks_per_user,
+        )
+    except tasks.RecurrenceNeedsDueDate:
+        raise _needs_due_date() from None
+    if updated is None:
         raise _not_found(task_id)
-    return _json(_task(task), etag=task)
+    headers = {}
+    if updated.next_occurrence is not None:
+        headers["Link"] = f'</api/tasks/{updated.next_occurrence}>; rel="next-occurrence"'
+    return _json(render(updated.task), headers=headers, etag=updated.task)
+
+
+def _next_occurrence(task: Mapping[str, Any]) -> Occurrence | None:
+    """After completing `task`, the rule's first occurrence after its due date; its reminder as
+    long before that as the task's was before its own."""
+    rule = recurrence.parse(task["recurrence"])
+    due = rule.next_after(task["due_date"], task["time_zone"], task["occurrence"])
+    if due is None:
+        return None
+    remind_at = task["remind_at"]
+    return Occurrence(due, due - (task["due_date"] - remind_at) if remind_at is not None else None)
+
+
+def _needs_due_date() -> Unprocessable:
+    message = "needs a due_date: the first occurrence is due then (clear recurrence to clear it)"
+    return invalid("recurrence", message)
 
 
 def _database() -> Database:
@@ -120,20 +152,30 @@ def _not_found(task_id: int) -> NotFound:
 
 
 def _writable(body: dict[str, Any]) -> dict[str, Any]:
-    """The body as column values: title and tags trimmed, tags deduplicated, due_date parsed."""
+    """The body as column values: title and tags trimmed, tags deduplicated, instants parsed, the
+    recurrence rule checked and spelled one way, the time zone by its IANA name."""
     fields = dict(body)
     if "title" in fields:
         fields["title"] = fields["title"].strip()
     if "tags" in fields:
-        seen: set[str] = set()
-        tags = []
-        for tag in (tag.strip() for tag in fields["tags"]):
-            if tag.casefold() not in seen:
-                seen.add(tag.casefold())
-                tags.append(tag)
-        fields["tags"] = tags
-    if fields.get("due_date") is not None:
-        fields["due_date"] = _instant(fields["due_date"], "due_date")
+        kept: dict[str, str] = {}  # by key, the first spelling, in order
+        for tag in fields["tags"]:
+            kept.setdefault(tasks.tag_key(tag), tag.strip())
+        fields["tags"] = list(kept.values())
+    for instant in ("due_date", "remind_at"):
+        if fields.get(instant) is not None:
+            fields[instant] = _instant(fields[instant], instant)
+    if fields.get("recurrence") is not None:
+        try:
+            fields["recurrence"] = recurrence.parse(fields["recurrence"]).text
+        except recurrence.RuleError as error:
+            raise invalid("recurrence", str(error)) from None
+    if "time_zone" in fields:
+        try:
+            fields["time_zone"] = recurrence.time_zone(fields["time_zone"])
+        except ValueError:
+            message = "must be an IANA time zone name such as Europe/Berlin"
+            raise invalid("time_zone", message) from None
     return fields
 
 
@@ -146,7 +188,7 @@ def _instant(value: str, field: str) -> datetime:
         return moment.astimezone(UTC)
     except (ValueError, OverflowError):
         message = "must be an RFC 3339 date-time with an offset, between years 1 and 9999 in UTC"
-        raise Unprocessable(f"{field} {message}", errors=[{"field": field, "message": message}]) from None
+        raise invalid(field, message) from None
 
 
 def _list_query(query: dict[str, Any]) -> tuple[Filters, Order]:
@@ -174,6 +216,8 @@ def _list_query(query: dict[str, Any]) -> tuple[Filters, Order]:
         due_before=_instant(query["due_before"], "due_before") if "due_before" in query else None,
         due_after=_instant(query["due_after"], "due_after") if "due_after" in query else None,
         overdue=query.get("overdue"),
+        recurring=query.get("recurring"),
+        has_reminder=query.get("has_reminder"),
     )
     return filters, order
 
@@ -189,7 +233,7 @@ def _order(field: str, descending: bool) -> Order:
 def _agree(name: str, value: Any, alias: str, alias_value: Any) -> Any:
     if value is not None and alias_value is not None and value != alias_value:
         message = f"means something else than {name}; give one of them"
-        raise Unprocessable(f"{alias} {message}", errors=[{"field": alias, "message": message}])
+        raise invalid(alias, message)
     return value if value is not None else alias_value
 
 
@@ -199,11 +243,13 @@ def _canonical(filters: Filters, order: Order) -> dict[str, Any]:
         "completed": filters.completed,
         "text": filters.text,
         "priorities": filters.priorities,
-        "tags": sorted({tag.strip().lower() for tag in filters.tags}),
+        "tags": sorted({tasks.tag_key(tag) for tag in filters.tags}),
         "due_before": filters.due_before.timestamp() if filters.due_before else None,
         "due_after": filters.due_after.timestamp() if filters.due_after else None,
         "overdue": filters.overdue,
         "sort": [order.field, order.descending],
+        # Filters added later are bound only when used, so cursors made before them stay valid.
+        **{name: value for name in ("recurring", "has_reminder") if (value := getattr(filters, name)) is not None},
     }
 
 
@@ -240,7 +286,7 @@ def _etag(task: Any) -> str:
     return f'"v{task["version"]}"'
 
 
-def _task(row: Mapping[str, Any]) -> dict[str, Any]:
+def render(row: Mapping[str, Any]) -> dict[str, Any]:
     """The contract's Task from a row: every column but the version (which the ETag carries),
     instants in UTC, and the status derived from `completed`."""
     task = {name: _utc(value) for name, value in row.items() if name != "version"}

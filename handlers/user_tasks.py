@@ -12,7 +12,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from handlers import tasks
+from handlers import changes, tasks
 
 Handler = Callable[..., Awaitable[Response]]
 
@@ -33,3 +33,5 @@ replace = _same_as(tasks.replace)
 update = _same_as(tasks.update)
 delete = _same_as(tasks.delete)
 complete = _same_as(tasks.complete)
+find_changes = _same_as(changes.find)
+stream_changes = _same_as(changes.stream)

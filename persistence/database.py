@@ -23,20 +23,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import select
-from collections import Counter
+import math
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager, suppress
 from typing import Any, ClassVar, Self, TypeVar
 
 import psycopg
 from psycopg import errors
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.pq import ConnStatus, TransactionStatus
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 
-log = logging.getLogger("todo_api")
+from persistence.errors import BudgetExceeded, DatabaseUnavailable, OutcomeUnknown
+from persistence.fair_share import FairShare
+from persistence.libpq import connect_failure, conninfo, failure, first_host, idle_and_alive
+
+log = logging.getLogger(__name__)
 
 APP_ROLE = "todo_api_app"
 DEADLINE_MARGIN_SECONDS = 1.0  # beyond the statement timeout: the server's own cancel arrives first
@@ -48,26 +50,24 @@ UNREACHABLE_WAIT_SECONDS = 0.5  # while connecting fails, a request waits only t
 # A waiter looks up after this long: connecting may have started to fail meanwhile (the pool does
 # not wake its waiters for that), and an outage must be a prompt 503, not the whole deadline.
 CHECKOUT_SLICE_SECONDS = 1.0
-FAIR_SHARE_WAIT_SECONDS = 2.0  # a user over their share waits this long for a slot, then 429
 WAITERS_PER_CONNECTION = 20  # more requests than this queued per connection: 503 at once
 MAX_LIFETIME_SECONDS = 1800.0
-# libpq defaults, unless DATABASE_URL says otherwise: give up connecting after 5 s; notice a
-# silent peer on an idle connection (keepalives) and unacknowledged data (tcp_user_timeout).
-LIBPQ_DEFAULTS = {
-    "connect_timeout": "5",
-    "keepalives": "1",
-    "keepalives_idle": "10",
-    "keepalives_interval": "5",
-    "keepalives_count": "3",
-    "tcp_user_timeout": "10000",
-}
+# psycopg_pool closes one connection left idle for this long, each time this long passes: after a
+# storm of replaced connections, the pool is back to its working size within a minute.
+MAX_IDLE_SECONDS = 4.0
 
 Row = dict[str, Any]
 T = TypeVar("T")
 
 # Opens every transaction: the user for row-level security, the statement timeout and, for
-# privileged logins, the least-privilege role.
-_AS_USER = "SELECT set_config('app.user_id', %(user_id)s, true), set_config('statement_timeout', %(timeout)s, true)"
+# privileged logins, the least-privilege role. The same bound on the transaction's idle time
+# ends one whose client vanished mid-way (a host that lost power sends not even a reset), which
+# PostgreSQL would otherwise hold, with the locks every write of that user needs, until its TCP
+# keepalives found the peer gone: two hours by default.
+_AS_USER = (
+    "SELECT set_config('app.user_id', %(user_id)s, true), set_config('statement_timeout', %(timeout)s, true), "
+    "set_config('idle_in_transaction_session_timeout', %(timeout)s, true)"
+)
 _IN_APP_ROLE = f", set_config('role', '{APP_ROLE}', true)"
 _PRIVILEGE = """
     SELECT (r.rolsuper OR r.rolbypassrls OR coalesce(pg_has_role(t.tableowner, 'MEMBER'), false)) AS privileged,
@@ -78,30 +78,6 @@ _PRIVILEGE = """
     LEFT JOIN pg_tables AS t ON t.tablename = 'tasks' AND t.schemaname = current_schema()
     WHERE r.rolname = current_user
 """
-
-# What libpq says when it cannot connect, and the cause a log line names (first match wins).
-_CONNECT_FAILURES = (
-    ("connection refused", "connection refused"),
-    ("no such file or directory", "connection refused"),
-    ("timeout expired", "connect timeout"),
-    ("too many clients", "too many connections"),
-    ("too many connections", "too many connections"),
-    ("remaining connection slots", "too many connections"),
-    ("read-only", "read-only (a standby, or default_transaction_read_only)"),
-    ("hot standby", "read-only (a standby, or default_transaction_read_only)"),
-    ("starting up", "starting up or shutting down"),
-    ("shutting down", "starting up or shutting down"),
-    ("authentication", "authentication failed"),
-    ("translate host name", "unknown host"),
-)
-
-
-class DatabaseUnavailable(Exception):
-    """PostgreSQL could not be reached or did not answer in time; the message names the cause."""
-
-
-class FairShareExceeded(Exception):
-    """The user already holds their share of this process's connections and none freed up in time."""
 
 
 class _Connection(psycopg.AsyncConnection[Any]):
@@ -114,54 +90,13 @@ class _Connection(psycopg.AsyncConnection[Any]):
     @classmethod
     async def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
         try:
-            connection = await super().connect(conninfo, **kwargs)
+            connection = await super().connect(first_host(conninfo, cls.database.accepted), **kwargs)
         except psycopg.OperationalError as error:
-            cls.database.connect_failed(_connect_failure(error))
+            cls.database.connect_failed(connect_failure(error))
             raise
         cls.database.connect_failed(None)
+        cls.database.accepted = (connection.info.host, str(connection.info.port))
         return connection
-
-
-class _FairShare:
-    """At most `limit` units of work per user at once; the others wait their turn (FIFO), briefly."""
-
-    def __init__(self, limit: int | None) -> None:
-        self.limit = limit
-        self._slots: dict[str, asyncio.Semaphore] = {}
-        self._interested: Counter[str] = Counter()  # holders and waiters: the semaphore lives while > 0
-
-    @asynccontextmanager
-    async def slot(self, user_id: str | None, deadline: float | None) -> AsyncIterator[None]:
-        if user_id is None or self.limit is None:
-            yield
-            return
-        semaphore = self._slots.get(user_id) or self._slots.setdefault(user_id, asyncio.Semaphore(self.limit))
-        self._interested[user_id] += 1
-        try:
-            if semaphore.locked():
-                await self._wait_for(semaphore, deadline)
-            else:
-                await semaphore.acquire()  # free: returns at once
-            try:
-                yield
-            finally:
-                semaphore.release()
-        finally:
-            self._interested[user_id] -= 1
-            if not self._interested[user_id]:
-                del self._interested[user_id], self._slots[user_id]
-
-    @staticmethod
-    async def _wait_for(semaphore: asyncio.Semaphore, deadline: float | None) -> None:
-        wait = FAIR_SHARE_WAIT_SECONDS
-        remaining = None if deadline is None else deadline - _now()
-        try:
-            async with asyncio.timeout(wait if remaining is None else min(wait, remaining)):
-                await semaphore.acquire()
-        except TimeoutError:
-            if remaining is not None and remaining < wait:
-                raise DatabaseUnavailable("deadline passed waiting for the user's share of connections") from None
-            raise FairShareExceeded() from None
 
 
 class Database:
@@ -169,18 +104,28 @@ class Database:
     follows: the caller's user for row-level security, a deadline, and the user's fair share."""
 
     def __init__(
-        self, url: str, *, pool_size: int, statement_timeout_ms: int = 0, max_per_user: int | None = None
+        self,
+        url: str,
+        *,
+        pool_size: int,
+        statement_timeout_ms: int = 0,
+        max_per_user: int | None = None,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         """At most `pool_size` connections (made on demand, once `open`); statements are cancelled
-        after `statement_timeout_ms` (0: never, and no deadline); a user holds at most `max_per_user`."""
+        after `statement_timeout_ms` (0: never, and no deadline); a user holds at most `max_per_user`;
+        every transaction has the server `settings` given (`app.…` names the migrations read)."""
         self._conninfo = conninfo(url)
+        self._settings = dict(settings or {})
         self._pool_size = pool_size
         self._pool: AsyncConnectionPool[_Connection] | None = None
         self._deadline_seconds = statement_timeout_ms / 1000 + DEADLINE_MARGIN_SECONDS if statement_timeout_ms else None
         self._statement_timeout_ms = statement_timeout_ms
-        self._fair_share = _FairShare(max_per_user)
+        self._fair_share = FairShare(max_per_user, pool_size)
+        self._answered_at = -math.inf  # when the database last answered a statement (loop time)
         self._opening: str | None = None  # the statement opening each transaction, decided on first use
         self.unreachable: str | None = None  # why the last attempt to connect failed; None once one succeeds
+        self.accepted: tuple[str, str] | None = None  # (host, port) of the last connection made
         self._discarding: set[asyncio.Task[None]] = set()  # a reference keeps each task alive until done
 
     async def open(self) -> None:
@@ -194,6 +139,7 @@ class Database:
             name="todo_api",
             max_waiting=self._pool_size * WAITERS_PER_CONNECTION,
             max_lifetime=MAX_LIFETIME_SECONDS,
+            max_idle=MAX_IDLE_SECONDS,
             reconnect_timeout=0,  # a failed connect is retried once, then on the next request's demand
         )
         await self._pool.open()
@@ -207,6 +153,10 @@ class Database:
         """psycopg_pool's figures since the last call (counters) and now (sizes), for /metrics."""
         return self._pool.pop_stats() if self._pool is not None else {}
 
+    def answered_since(self, moment: float) -> bool:
+        """Whether the database answered a statement after `moment` (event loop time)."""
+        return self._answered_at > moment
+
     def connect_failed(self, cause: str | None) -> None:
         """Note the outcome of an attempt to connect: why it failed, or None once one succeeds."""
         if cause is not None and cause != self.unreachable:
@@ -215,15 +165,25 @@ class Database:
             log.info("connected to the database again")
         self.unreachable = cause
 
-    async def run(self, user_id: str | None, sql: str, params: Mapping[str, Any]) -> list[Row]:
-        """The rows of one statement run as `user_id`, in one round trip (and one transaction)."""
+    async def run(
+        self, user_id: str | None, sql: str, params: Mapping[str, Any], *, timeout_ms: int | None = None
+    ) -> list[Row]:
+        """The rows of one statement run as `user_id`, in one round trip (and one transaction).
+        With `timeout_ms`, a budget of its own tighter than the statement timeout: a statement
+        that outruns it raises BudgetExceeded."""
         async with self._session(user_id) as session:
-            return await session.bounded(self._run(session, user_id, sql, params))
+            session.committing = True  # one statement, its own transaction
+            return await session.bounded(self._run(session, user_id, sql, params, timeout_ms))
 
-    async def _run(self, session: _Session, user_id: str | None, sql: str, params: Mapping[str, Any]) -> list[Row]:
+    async def _run(
+        self, session: _Session, user_id: str | None, sql: str, params: Mapping[str, Any], budget_ms: int | None
+    ) -> list[Row]:
         cursor = psycopg.AsyncClientCursor(session.connection, row_factory=dict_row)
         opening = await self._opening_statement(cursor)
-        await cursor.execute(f"{opening}; {sql}", {**params, **self._scope_params(user_id, session.deadline)})
+        timeout_ms = self._timeout_ms(session.deadline)
+        if budget_ms is not None and (timeout_ms == 0 or budget_ms < timeout_ms):
+            timeout_ms, session.budgeted = budget_ms, True
+        await cursor.execute(f"{opening}; {sql}", {**params, **self._scope_params(user_id, timeout_ms)})
         cursor.nextset()
         return await cursor.fetchall() if cursor.description else []
 
@@ -241,12 +201,13 @@ class Database:
                     with suppress(psycopg.Error, DatabaseUnavailable):
                         await session.bounded(session.connection.rollback())
                 raise
+            session.committing = True
             await cursor.execute("COMMIT")
 
     async def _begin(self, session: _Session, user_id: str | None) -> None:
         cursor = psycopg.AsyncClientCursor(session.connection, row_factory=dict_row)
         opening = await self._opening_statement(cursor)
-        await cursor.execute(f"BEGIN; {opening}", self._scope_params(user_id, session.deadline))
+        await cursor.execute(f"BEGIN; {opening}", self._scope_params(user_id, self._timeout_ms(session.deadline)))
 
     @asynccontextmanager
     async def _session(self, user_id: str | None) -> AsyncIterator[_Session]:
@@ -255,24 +216,32 @@ class Database:
         if self._pool is None:
             raise RuntimeError("the database pool is not open")
         deadline = None if self._deadline_seconds is None else _now() + self._deadline_seconds
-        async with self._fair_share.slot(user_id, deadline):
+        async with self._fair_share.slot(user_id, deadline or _now() + CHECKOUT_TIMEOUT_SECONDS, self):
             session = _Session(self, await self._checkout(self._pool, deadline), deadline)
             try:
                 yield session
             except psycopg.Error as error:
-                cause = _failure(error)
+                over_budget = session.budgeted and isinstance(error, errors.QueryCanceled)
+                cause = None if over_budget else failure(error)
                 if cause is None:
+                    self._answered_at = _now()
                     await self._give_back(session)
+                    if over_budget:
+                        raise BudgetExceeded(str(error)) from None
                     raise
                 await self._give_back(session, keep=not isinstance(error, errors.ReadOnlySqlTransaction))
-                raise DatabaseUnavailable(cause) from error
+                # Reported by the server (a SQLSTATE), the transaction was rolled back; lost, who knows.
+                unknown = session.committing and error.sqlstate is None
+                raise (OutcomeUnknown if unknown else DatabaseUnavailable)(cause) from error
             except BaseException:
                 await self._give_back(session)
                 raise
+            self._answered_at = _now()
             await self._give_back(session)
 
     async def _checkout(self, pool: AsyncConnectionPool[_Connection], deadline: float | None) -> _Connection:
         """The next connection for this request, in arrival order, checked without a round trip."""
+        since = _now()
         while True:
             wait = CHECKOUT_TIMEOUT_SECONDS if deadline is None else deadline - _now()
             if wait <= 0:
@@ -282,16 +251,23 @@ class Database:
             try:
                 connection = await pool.getconn(timeout=min(wait, CHECKOUT_SLICE_SECONDS))
             except TooManyRequests:
-                raise DatabaseUnavailable("pool exhausted: too many requests waiting for a connection") from None
+                raise DatabaseUnavailable(self._busy(since, "too many requests waiting for a connection")) from None
             except PoolTimeout:
                 if self.unreachable is None and wait > CHECKOUT_SLICE_SECONDS:
                     continue  # the database answers: this is a busy pool, wait on until the deadline
-                raise DatabaseUnavailable(self.unreachable or "pool exhausted: no connection free in time") from None
+                raise DatabaseUnavailable(self.unreachable or self._busy(since, "no connection free in time")) from None
             except psycopg.OperationalError as error:  # the pool is closed: shutting down
                 raise DatabaseUnavailable(type(error).__name__) from None
-            if _idle_and_alive(connection):
+            if idle_and_alive(connection):
                 return connection
             await self._discard(connection)
+
+    def _busy(self, since: float, why: str) -> str:
+        """Why no connection was free: a busy pool, or a database that stopped answering while
+        every connection waits for it."""
+        if self.answered_since(since):
+            return f"pool exhausted: {why}"
+        return f"timeout: no answer from the database, every connection waits for it ({why})"
 
     async def _give_back(self, session: _Session, *, keep: bool = True) -> None:
         """Return the session's connection to the pool, or discard it when it is in any doubt."""
@@ -314,16 +290,19 @@ class Database:
         self._discarding.add(task)
         task.add_done_callback(self._discarding.discard)
 
-    def _scope_params(self, user_id: str | None, deadline: float | None) -> dict[str, str]:
+    def _timeout_ms(self, deadline: float | None) -> int:
+        """The statement timeout (0: none), shortened to what is left of the deadline."""
+        if deadline is None:
+            return self._statement_timeout_ms
+        left_ms = int((deadline - _now() - SERVER_MARGIN_SECONDS) * 1000)
+        if left_ms <= 0:
+            raise DatabaseUnavailable("timeout: no time left within the deadline")
+        return min(self._statement_timeout_ms, left_ms)
+
+    def _scope_params(self, user_id: str | None, timeout_ms: int) -> dict[str, str]:
         """The user (no user is the empty id, which owns nothing: the policies then admit no row)
-        and the statement timeout, shortened to what is left of the deadline."""
-        timeout_ms = self._statement_timeout_ms
-        if deadline is not None:
-            left_ms = int((deadline - _now() - SERVER_MARGIN_SECONDS) * 1000)
-            if left_ms <= 0:
-                raise DatabaseUnavailable("timeout: no time left within the deadline")
-            timeout_ms = min(timeout_ms, left_ms)
-        return {"user_id": user_id or "", "timeout": str(timeout_ms)}
+        and the statement timeout."""
+        return {"user_id": user_id or "", "timeout": str(timeout_ms), **self._settings}
 
     async def _opening_statement(self, cursor: psycopg.AsyncClientCursor[Row]) -> str:
         if self._opening is None:
@@ -335,16 +314,9 @@ class Database:
                     "serving as a privileged role that cannot SET ROLE %s: row-level security is bypassed", APP_ROLE
                 )
             assumes = privilege["privileged"] and privilege["can_assume"]
-            self._opening = _AS_USER + (_IN_APP_ROLE if assumes else "")
+            settings = "".join(f", set_config('{name}', %({name})s, true)" for name in self._settings)
+            self._opening = _AS_USER + settings + (_IN_APP_ROLE if assumes else "")
         return self._opening
-
-
-def conninfo(url: str) -> str:
-    """The libpq connection string for a settings URL (any form libpq takes, several hosts
-    included), with our timeouts and keepalives wherever the URL does not set its own."""
-    scheme, _, rest = url.partition("://")
-    params = conninfo_to_dict(f"{scheme.split('+')[0]}://{rest}")
-    return make_conninfo("", **{**LIBPQ_DEFAULTS, **params})
 
 
 class Transaction:
@@ -376,6 +348,8 @@ class _Session:
         self.connection = connection
         self.deadline = deadline
         self.abandoned = False  # the deadline passed mid-statement: the connection is being discarded
+        self.committing = False  # the statement under way commits (or is the whole transaction)
+        self.budgeted = False  # its statement timeout is a budget of the statement's own (run's timeout_ms)
 
     @property
     def usable(self) -> bool:
@@ -395,7 +369,7 @@ class _Session:
             raise
         if not done:
             self._abandon(task)
-            raise DatabaseUnavailable("timeout: no answer within the deadline")
+            raise (OutcomeUnknown if self.committing else DatabaseUnavailable)("timeout: no answer within the deadline")
         return task.result()
 
     def _abandon(self, task: asyncio.Future[Any]) -> None:
@@ -407,36 +381,6 @@ class _Session:
         if not task.cancelled():
             task.exception()  # retrieved: the request has had its 503 already
         self.database.discard_later(self.connection)
-
-
-def _idle_and_alive(connection: _Connection) -> bool:
-    """Whether an idle connection still looks usable, without a round trip: nothing may have
-    arrived on its socket since it was last used (the server closing it, or a setting change
-    such as read-only, make it readable)."""
-    pgconn = connection.pgconn
-    if pgconn.status != ConnStatus.OK or pgconn.transaction_status != TransactionStatus.IDLE:
-        return False
-    poller = select.poll()
-    poller.register(pgconn.socket, select.POLLIN)
-    return not poller.poll(0)
-
-
-def _failure(error: psycopg.Error) -> str | None:
-    """The cause, for a log line, when `error` means the database is unavailable; else None."""
-    if isinstance(error, errors.ReadOnlySqlTransaction):
-        return "read-only (a standby, or default_transaction_read_only)"
-    if isinstance(error, errors.QueryCanceled):
-        return "statement timeout"
-    if isinstance(error, errors.TooManyConnections):
-        return "too many connections"
-    if isinstance(error, psycopg.OperationalError):
-        return "connection lost" if error.sqlstate is None else f"{type(error).__name__} ({error.sqlstate})"
-    return None
-
-
-def _connect_failure(error: psycopg.OperationalError) -> str:
-    message = str(error).lower()
-    return next((cause for words, cause in _CONNECT_FAILURES if words in message), "cannot connect")
 
 
 def _now() -> float:

@@ -20,19 +20,20 @@ from sqlalchemy import Connection, Engine, create_engine, pool, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from persistence.database import Database, DatabaseUnavailable
+from persistence.database import Database
+from persistence.errors import DatabaseUnavailable
+from persistence.libpq import LIBPQ_DEFAULTS
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 # Any constant shared by every instance; serialises concurrent `todo-api serve` start-ups.
 MIGRATION_LOCK = 0x70D0A91
-# libpq settings a URL may override: give up on a host that accepts but never answers, and
-# notice a peer that vanished during a long migration.
+# The service's libpq defaults (a URL may override them), more patient: a migration's statements
+# may rightly run long, yet a peer that vanished during one is still noticed.
 CONNECTION_DEFAULTS = {
+    **LIBPQ_DEFAULTS,
     "connect_timeout": "10",
-    "keepalives": "1",
     "keepalives_idle": "30",
     "keepalives_interval": "10",
-    "keepalives_count": "3",
     "tcp_user_timeout": "60000",
 }
 # Rows here are rebuilt from others (task_tags from tasks.tags): dropping them loses nothing.
@@ -163,10 +164,18 @@ def _lost(before: Holdings, after: Holdings) -> str:
     return "; ".join(lost)
 
 
+@cache
+def known() -> frozenset[str]:
+    """Every revision in migrations/."""
+    return frozenset(script.revision for script in ScriptDirectory.from_config(_config()).walk_revisions())
+
+
 async def is_current(db: Database) -> bool:
-    """Whether `db` answers and its schema is at the newest migration."""
+    """Whether `db` answers and its schema is at the newest migration — or past it: a revision this
+    release does not know was written by a newer one, whose migrations only expand (README, Upgrades),
+    so this release keeps serving while the two run side by side."""
     try:
         rows = await db.run(None, "SELECT version_num FROM alembic_version", {})
     except (DatabaseUnavailable, psycopg.ProgrammingError):  # unreachable, or never migrated
         return False
-    return bool(rows) and rows[0]["version_num"] == head()
+    return bool(rows) and (rows[0]["version_num"] == head() or rows[0]["version_num"] not in known())

@@ -1,4 +1,4 @@
-"""`todo-api serve | migrate | token | check`."""
+"""`todo-api serve | migrate | token | check | health | mcp`."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ from todo_api.settings import ConfigError, Settings, load
 DESCRIPTION = """\
 The todo-api service: each signed-in user's tasks, over HTTP, in PostgreSQL.
 
-With no DATABASE_URL it runs its own embedded PostgreSQL (data in %(data)s) and a
-development secret, so `todo-api serve` works on a fresh machine; mint a token with
-`todo-api token USER_ID`. See README.md for every environment variable.
+With no DATABASE_URL it runs its own embedded PostgreSQL (data in %(data)s, or in
+TODO_API_DATA_DIR) and a development secret, so `todo-api serve` works on a fresh machine; mint a
+token with `todo-api token USER_ID`. See docs/operations.md for every environment variable.
 """
 
 DEVELOPMENT_SECRET = "dev-secret"
@@ -41,7 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     serve = commands.add_parser("serve", help="apply pending migrations, then serve HTTP")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=_whole(0, 65535), default=8000, help="port to listen on (default 8000)")
+    serve.add_argument(
+        "--port", type=_whole(0, 65535), help="port to listen on (default: $PORT, which platforms set, else 8000)"
+    )
     serve.add_argument(
         "--workers", type=_whole(1, 64), default=1, help="worker processes, e.g. one per core (default 1)"
     )
@@ -63,17 +65,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("check", help="validate openapi.yaml and the configuration, then exit")
 
     commands.add_parser(
+        "health",
+        help="exit 0 when the service on this machine's $PORT (else 8000) answers GET /health: a container's probe",
+    )
+
+    commands.add_parser(
         "mcp",
         help="the MCP tools over stdio, for AI assistants: calls TODO_API_URL with TODO_API_TOKEN",
         description="Serve the contract's MCP tools over stdio (for desktop assistants that cannot send headers). "
         "Each call is a request to the running service at TODO_API_URL (default http://127.0.0.1:8000) "
-        "with TODO_API_TOKEN as the bearer token.",
+        "with TODO_API_TOKEN as the bearer token, or with the token TODO_API_TOKEN_COMMAND prints, run "
+        "again whenever the token is about to expire or is refused.",
     )
 
     args = parser.parse_args(argv)
     try:
         settings = load()
-        commands_by_name = {"serve": _serve, "migrate": _migrate, "token": _token, "check": _check, "mcp": _mcp}
+        commands_by_name = {
+            "serve": _serve,
+            "migrate": _migrate,
+            "token": _token,
+            "check": _check,
+            "mcp": _mcp,
+            "health": _health,
+        }
         return commands_by_name[args.command](settings, args)
     except ConfigError as error:
         print(f"todo-api: configuration error: {error}", file=sys.stderr)
@@ -166,7 +181,7 @@ def _database(settings: Settings) -> Settings:
     _require_token_source(settings)
     if settings.database_url is not None:
         return settings
-    data = embedded.data_dir()
+    data = embedded.data_dir(settings.data_dir)
     started = time.monotonic()
     url = embedded.start(data / "pgdata")
     print(
@@ -200,7 +215,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from todo_api.transport import BoundedHttpToolsProtocol
 
-    _refuse_a_taken_address(args.host, args.port)
+    port = settings.port if args.port is None else args.port
+    _refuse_a_taken_address(args.host, port)
     settings = _database(settings)
     if not args.no_migrate:
         _apply_migrations(settings)
@@ -209,7 +225,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if settings.better_auth_secret:
         os.environ["BETTER_AUTH_SECRET"] = settings.better_auth_secret
     if settings.cursor_secret is None and settings.better_auth_secret is None:
-        os.environ["CURSOR_SECRET"] = _kept_cursor_secret()
+        os.environ["CURSOR_SECRET"] = _kept_cursor_secret(settings)
     if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Workers add their metrics up through files here.
         metrics_dir = tempfile.mkdtemp(prefix="todo-api-metrics-")
@@ -222,7 +238,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         "todo_api.cli:worker_app",
         factory=True,
         host=args.host,
-        port=args.port,
+        port=port,
         workers=args.workers,
         log_level=settings.log_level.lower(),
         proxy_headers=True,
@@ -232,9 +248,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _kept_cursor_secret() -> str:
+def _kept_cursor_secret(settings: Settings) -> str:
     """With only a JWKS source, cursors are signed with a random secret kept in the data directory."""
-    path = embedded.data_dir() / CURSOR_SECRET
+    path = embedded.data_dir(settings.data_dir) / CURSOR_SECRET
     try:
         return embedded.kept_secret(path)
     except OSError as error:
@@ -246,7 +262,9 @@ def _kept_cursor_secret() -> str:
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from persistence import schema
 
-    url = _apply_migrations(_database(settings), args.revision, discard_data=args.yes)
+    # A migration job is given a URL and nothing else: no token source, no embedded server.
+    given = settings.migration_database_url or settings.database_url
+    url = _apply_migrations(settings if given else _database(settings), args.revision, discard_data=args.yes)
     print(f"todo-api: schema at {schema.current(url) or 'base'}")
     return 0
 
@@ -256,7 +274,7 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
 
     secret = settings.better_auth_secret
     if secret is None and settings.database_url is None:
-        secret = embedded.kept_secret(embedded.data_dir() / DEVELOPMENT_SECRET)
+        secret = embedded.kept_secret(embedded.data_dir(settings.data_dir) / DEVELOPMENT_SECRET)
     if secret is None:
         raise ConfigError("BETTER_AUTH_SECRET is required to mint a token")
     now = int(time.time())
@@ -292,16 +310,39 @@ def _check(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def _health(settings: Settings, _args: argparse.Namespace) -> int:
+    import httpx
+
+    url = f"http://127.0.0.1:{settings.port}/health"
+    try:
+        status = httpx.get(url, timeout=5).status_code
+    except httpx.TransportError as error:
+        print(f"todo-api: {url}: {type(error).__name__}", file=sys.stderr)
+        return 1
+    if status != 200:
+        print(f"todo-api: {url}: {status}", file=sys.stderr)
+    return 0 if status == 200 else 1
+
+
 def _mcp(settings: Settings, _args: argparse.Namespace) -> int:
     import anyio
 
     from todo_api import mcp_server
     from todo_api.app import CONTRACT, contract
+    from todo_api.credentials import Credentials, FixedToken, TokenCommand
 
-    if settings.api_token is None:
-        raise ConfigError("TODO_API_TOKEN is required: the bearer token the tools send (`todo-api token USER_ID`)")
+    credentials: Credentials
+    if settings.api_token_command is not None:
+        credentials = TokenCommand(settings.api_token_command, settings.api_token)
+    elif settings.api_token is not None:
+        credentials = FixedToken(settings.api_token)
+    else:
+        raise ConfigError(
+            "TODO_API_TOKEN is required: the bearer token the tools send (`todo-api token USER_ID`), "
+            "or TODO_API_TOKEN_COMMAND, a command that prints a fresh one"
+        )
     spec = contract(settings.openapi_file or CONTRACT)
-    anyio.run(mcp_server.serve_stdio, spec, settings.api_url, settings.api_token)
+    anyio.run(mcp_server.serve_stdio, spec, settings.api_url, credentials)
     return 0
 
 

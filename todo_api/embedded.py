@@ -18,14 +18,14 @@ from pathlib import Path
 
 import platformdirs
 
-log = logging.getLogger("todo_api")
+log = logging.getLogger(__name__)
 
 
-def data_dir() -> Path:
-    """Where the embedded database and the development secret live."""
-    override = os.environ.get("TODO_API_DATA_DIR", "").strip()
-    if override:
-        return Path(override).expanduser().resolve()
+def data_dir(chosen: Path | None = None) -> Path:
+    """Where the embedded database and the development secret live: `chosen` (TODO_API_DATA_DIR),
+    else the platform's place for the user running it."""
+    if chosen is not None:
+        return chosen
     if os.geteuid() == 0:
         return Path("/var/lib/todo-api")
     return Path(platformdirs.user_data_dir("todo-api"))

@@ -50,12 +50,26 @@ POOL_COUNTERS = {
     "requests_errors": Counter("todo_api_db_pool_checkout_errors", "Checkouts given up: timeout or queue full"),
     "requests_wait_ms": Counter("todo_api_db_pool_wait_milliseconds", "Time spent waiting for a connection"),
     "connections_num": Counter("todo_api_db_pool_connects", "Connection attempts"),
+    "connections_ms": Counter("todo_api_db_pool_connect_milliseconds", "Time spent making the connections made"),
     "connections_errors": Counter("todo_api_db_pool_connect_errors", "Connection attempts that failed"),
     "returns_bad": Counter("todo_api_db_pool_connections_discarded", "Connections discarded: broken, stale or late"),
 }
 POOL_SAMPLE_SECONDS = 1.0
 DB_ERRORS = Counter("todo_api_db_errors", "Requests answered 503 because the database was unavailable")
 FAIR_SHARE_REFUSALS = Counter("todo_api_fair_share_refusals", "Requests answered 429: the user exceeded their share")
+RATE_LIMIT_ADMISSIONS = Counter(
+    "todo_api_rate_limit_admissions",
+    "Requests admitted by the per-user rate limit; counted: it took a token (another of the user's was under way)",
+    ["counted"],
+)
+
+
+MAX_LOGGED_PATH_CHARS = 200
+
+
+def shown_path(path: str) -> str:
+    """`path` for a log line or an error's detail: cut after MAX_LOGGED_PATH_CHARS characters."""
+    return path if len(path) <= MAX_LOGGED_PATH_CHARS else path[:MAX_LOGGED_PATH_CHARS] + "…"
 
 
 class JsonFormatter(logging.Formatter):
@@ -152,7 +166,7 @@ class RequestContext:
                 extra={
                     "fields": {
                         "method": scope["method"],
-                        "path": scope["path"],
+                        "path": shown_path(scope["path"]),
                         "status": status,
                         "duration_ms": round(elapsed * 1000, 2),
                         "operation": operation,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -12,24 +12,32 @@ from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from handlers.problems import CHALLENGE, FieldErrors, Problem
-from persistence.database import DatabaseUnavailable, FairShareExceeded
+from persistence.errors import DatabaseUnavailable, FairShareExceeded, OutcomeUnknown
 from persistence.tasks import IdempotencyKeyReused, PreconditionFailed, SearchTooCostly, TaskLimitReached
-from todo_api.observability import DB_ERRORS, FAIR_SHARE_REFUSALS
+from todo_api.observability import DB_ERRORS, FAIR_SHARE_REFUSALS, shown_path
 
-log = logging.getLogger("todo_api")
+log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "application/problem+json"
 RETRY_AFTER_SECONDS = "2"
 FAIR_SHARE_RETRY_AFTER_SECONDS = "1"
 UNEXPECTED = "the server failed to answer this request"
+# RFC 9457 §3.1.1 allows a type URI that is not a locator, such as a tag URI (RFC 4151).
+OUTCOME_UNKNOWN = "tag:todo-api,2026:problems/outcome-unknown"
+OUTCOME_UNKNOWN_DETAIL = (
+    "the database stopped answering after this change was sent, so it may or may not have been made; "
+    "retry with the same Idempotency-Key, or read before writing again"
+)
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that hung up before the answer
 
 
-def body(status: int, detail: str, errors: FieldErrors | None = None) -> bytes:
+def body(status: int, detail: str, errors: FieldErrors | None = None, problem_type: str = "about:blank") -> bytes:
     content: dict[str, Any] = {
-        "type": "about:blank",
+        "type": problem_type,
         "title": HTTPStatus(status).phrase,
         "status": status,
         "detail": detail,
@@ -41,7 +49,12 @@ def body(status: int, detail: str, errors: FieldErrors | None = None) -> bytes:
 
 
 def response(
-    status: int, detail: str, *, errors: FieldErrors | None = None, headers: dict[str, str] | None = None
+    status: int,
+    detail: str,
+    *,
+    errors: FieldErrors | None = None,
+    headers: dict[str, str] | None = None,
+    problem_type: str = "about:blank",
 ) -> ConnexionResponse:
     headers = dict(headers or {})
     if status == 401:
@@ -51,7 +64,17 @@ def response(
     if status == 429:
         headers.setdefault("Retry-After", FAIR_SHARE_RETRY_AFTER_SECONDS)
     return ConnexionResponse(
-        status_code=status, body=body(status, detail, errors), content_type=MEDIA_TYPE, headers=headers
+        status_code=status, body=body(status, detail, errors, problem_type), content_type=MEDIA_TYPE, headers=headers
+    )
+
+
+async def answer(
+    scope: Scope, receive: Receive, send: Send, status: int, detail: str, headers: Mapping[str, str] | None = None
+) -> None:
+    """Send the problem as the response, outside Connexion (the guards around every route, /mcp)."""
+    problem = response(status, detail, headers=dict(headers or {}))
+    await Response(problem.body, problem.status_code, problem.headers, media_type=problem.content_type)(
+        scope, receive, send
     )
 
 
@@ -74,7 +97,7 @@ def http_exception_handler(allowed_methods: Callable[[str], list[str]]) -> Calla
             headers["Allow"] = ", ".join(allowed_methods(request.url.path))
             detail = f"{request.method} is not allowed here; use {headers['Allow']}"
         elif error.status_code == 404:
-            detail = f"no route matches {request.url.path}"
+            detail = f"no route matches {shown_path(request.url.path)}"
         else:
             detail = str(error.detail)
         return response(error.status_code, detail, headers=headers)
@@ -101,15 +124,19 @@ def search_too_costly(_request: ConnexionRequest, error: SearchTooCostly) -> Con
     return response(422, f"q {message}", errors=[{"field": "q", "message": message}])
 
 
-def database_unavailable(_request: ConnexionRequest, error: DatabaseUnavailable) -> ConnexionResponse:
+def database_unavailable(request: ConnexionRequest, error: DatabaseUnavailable) -> ConnexionResponse:
+    """503 with Retry-After; a change whose commit was sent before the database stopped answering
+    has a type of its own: unlike every other 503, it may have been made."""
     log.warning("database unavailable: %s", error)
     DB_ERRORS.inc()
+    if isinstance(error, OutcomeUnknown) and request.method not in ("GET", "HEAD"):
+        return response(503, OUTCOME_UNKNOWN_DETAIL, problem_type=OUTCOME_UNKNOWN)
     return response(503, "the database is unavailable; retry shortly")
 
 
 def client_disconnected(request: ConnexionRequest, _error: ClientDisconnect) -> ConnexionResponse:
     """The client hung up mid-request: not a server fault, and nobody reads the answer."""
-    log.info("client disconnected during %s %s", request.method, request.url.path)
+    log.info("client disconnected during %s %s", request.method, shown_path(request.url.path))
     return ConnexionResponse(status_code=CLIENT_CLOSED_REQUEST)
 
 
@@ -120,7 +147,7 @@ def fair_share_exceeded(_request: ConnexionRequest, _error: FairShareExceeded) -
 
 def unexpected(request: ConnexionRequest, error: Exception) -> ConnexionResponse:
     """A bug: one log line without stack trace, SQL or values, and a bare 500."""
-    log.error("unhandled %s on %s %s", type(error).__name__, request.method, request.url.path)
+    log.error("unhandled %s on %s %s", type(error).__name__, request.method, shown_path(request.url.path))
     return response(500, UNEXPECTED)
 
 

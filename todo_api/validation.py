@@ -4,7 +4,7 @@ bodies that are not UTF-8 JSON, 415 for bodies that are not JSON, 404 for a bad 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Collection, Iterable, Mapping, MutableMapping
 from typing import Any
 
 from connexion.datastructures import MediaTypeDict
@@ -18,19 +18,21 @@ from starlette.types import Receive, Scope
 
 from handlers.problems import BadRequest, NotFound, Unprocessable, UnsupportedMediaType
 
-_SERVER_FIELDS = {"id", "user_id", "status", "created_at", "updated_at"}
 MAX_SHOWN_NAME_CHARS = 64
 
 
-def field_errors(errors: Iterable[ValidationError], prefix: str = "") -> list[dict[str, str]]:
-    """One `{field, message}` per problem; messages never echo the offending value."""
+def field_errors(
+    errors: Iterable[ValidationError], prefix: str = "", server_fields: Collection[str] = ()
+) -> list[dict[str, str]]:
+    """One `{field, message}` per problem; messages never echo the offending value. A field the
+    body may not carry is said to be the server's when it is one of `server_fields`."""
     found: list[dict[str, str]] = []
     for error in sorted(errors, key=lambda e: list(map(str, e.absolute_path))):
         path = prefix + ".".join(_shown(str(part)) for part in error.absolute_path)
         if error.validator == "additionalProperties":
             allowed = set(error.schema.get("properties", {}))
             for extra in sorted(set(error.instance) - allowed):
-                reason = "is set by the server" if extra in _SERVER_FIELDS else "is not a known field"
+                reason = "is set by the server" if extra in server_fields else "is not a known field"
                 found.append({"field": _join(path, extra), "message": f"{reason}; leave it out"})
         elif error.validator == "required":
             for missing in error.validator_value:
@@ -80,6 +82,8 @@ class JSONBodyValidator(AbstractRequestBodyValidator):
     """Reads the whole body once (its size is already capped), checks media type, UTF-8, JSON
     syntax and the schema, then replays it to the handler."""
 
+    server_fields: frozenset[str] = frozenset()  # set by validator_map, from the contract
+
     def __init__(
         self,
         *,
@@ -122,7 +126,8 @@ class JSONBodyValidator(AbstractRequestBodyValidator):
             raise BadRequest("the request body is nested too deeply") from None
         except ValueError as error:
             raise BadRequest(f"the request body is not valid JSON: {error}") from None
-        errors = field_errors(self._validator.iter_errors(body)) or list(_unpaired_surrogates(body))
+        errors = field_errors(self._validator.iter_errors(body), server_fields=self.server_fields)
+        errors = errors or list(_unpaired_surrogates(body))
         if errors:
             raise Unprocessable(_summary(errors), errors=errors)
 
@@ -177,10 +182,13 @@ class RequestParameterValidator(ParameterValidator):
     def _errors(param: dict[str, Any], value: Any) -> list[dict[str, str]]:
         if value is None:
             return [{"field": param["name"], "message": "is required"}] if param.get("required") else []
-        validator = _parameter_validators.get(id(param["schema"]))
-        if validator is None:  # Connexion builds this class per request; the schemas live with the app
-            validator = Draft4Validator(param["schema"], format_checker=Draft4Validator.FORMAT_CHECKER)
-            _parameter_validators[id(param["schema"])] = validator
+        schema = param["schema"]
+        # Connexion builds this class per request; the schemas live with the app. Keying by id is
+        # safe: the cached validator holds its schema, and an id is reused only once its object is gone.
+        validator = _parameter_validators.get(id(schema))
+        if validator is None:
+            validator = Draft4Validator(schema, format_checker=Draft4Validator.FORMAT_CHECKER)
+            _parameter_validators[id(schema)] = validator
         return [
             {"field": param["name"] + (f".{e['field']}" if e["field"] != "body" else ""), "message": e["message"]}
             for e in field_errors(validator.iter_errors(value))
@@ -191,4 +199,14 @@ def _summary(errors: list[dict[str, str]]) -> str:
     return "; ".join(f"{error['field']} {error['message']}" for error in errors)
 
 
-VALIDATOR_MAP = {"body": MediaTypeDict({"*/*json": JSONBodyValidator}), "parameter": RequestParameterValidator}
+def validator_map(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Connexion's validators for the contract `spec`: a body field that a schema of the contract
+    marks readOnly is refused as the server's to set."""
+    server_fields = frozenset(
+        name
+        for schema in spec["components"]["schemas"].values()
+        for name, field in schema.get("properties", {}).items()
+        if field.get("readOnly")
+    )
+    body = type(JSONBodyValidator.__name__, (JSONBodyValidator,), {"server_fields": server_fields})
+    return {"body": MediaTypeDict({"*/*json": body}), "parameter": RequestParameterValidator}

@@ -85,6 +85,60 @@ export interface paths {
         patch: operations["tasks.complete"];
         trace?: never;
     };
+    "/api/tasks/changes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * What changed in the caller's tasks since a token
+         * @description Without `since`, a snapshot: every current task as an `upsert`, paged, ending in the token
+         *     to follow from. With `since` (the `next` of an earlier page), every change after it in
+         *     commit order: a task changed several times appears once, in its latest state (`upsert`);
+         *     a deleted one as `delete`; a reminder that fired as `reminder`, which a replica ignores.
+         *     `more: true` means call again at once with `next`; `more: false` means the client is up to
+         *     date as of `next`. Applying the pages in order to an empty replica always yields exactly
+         *     the server's tasks. Tombstones are kept `CHANGES_RETENTION_DAYS` (30); an older token is a
+         *     410 (start again without `since`), a tampered, malformed or another user's token a 400.
+         */
+        get: operations["changes.find"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/tasks/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The caller's changes, live (Server-Sent Events)
+         * @description A `text/event-stream`: one event per change, `id:` the feed token after it, `event:`
+         *     `upsert`, `delete` or `reminder`, `data:` the same JSON as an entry of the feed. With
+         *     `Last-Event-ID` (or `since`) it first sends exactly what the client missed, then each change
+         *     as it commits, through any worker or host, within a second. A comment line at least every
+         *     15 s keeps proxies from closing it. When the token expires the stream sends
+         *     `event: expired` and ends: reconnect with a fresh token and `Last-Event-ID`. Streams also
+         *     end after `STREAM_MAX_SECONDS` and when the service shuts down; reconnect the same way.
+         *     At most `MAX_STREAMS_PER_USER` (10) per user per process: 429 beyond.
+         */
+        get: operations["changes.stream"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/{user_id}/tasks": {
         parameters: {
             query?: never;
@@ -153,6 +207,46 @@ export interface paths {
         patch: operations["user_tasks.complete"];
         trace?: never;
     };
+    "/api/{user_id}/tasks/changes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Must equal the token's subject; any other value is a 403. */
+                user_id: components["parameters"]["UserId"];
+            };
+            cookie?: never;
+        };
+        /** What changed in the caller's tasks since a token (compatibility form) */
+        get: operations["user_tasks.find_changes"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/{user_id}/tasks/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Must equal the token's subject; any other value is a 403. */
+                user_id: components["parameters"]["UserId"];
+            };
+            cookie?: never;
+        };
+        /** The caller's changes, live (compatibility form) */
+        get: operations["user_tasks.stream_changes"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/health": {
         parameters: {
             query?: never;
@@ -182,7 +276,8 @@ export interface paths {
         };
         /**
          * Readiness
-         * @description 200 when the database answers and its schema is at the newest migration.
+         * @description 200 when the database answers and its schema is at the newest migration (or past it: a
+         *     newer release migrated it, and its migrations only add what this release ignores).
          */
         get: operations["health.ready"];
         put?: never;
@@ -233,7 +328,10 @@ export interface components {
          *       ],
          *       "due_date": null,
          *       "created_at": "2026-11-21T18:04:54.123456Z",
-         *       "updated_at": "2026-11-21T18:04:54.123456Z"
+         *       "updated_at": "2026-11-21T18:04:54.123456Z",
+         *       "recurrence": null,
+         *       "time_zone": "UTC",
+         *       "remind_at": null
          *     }
          */
         Task: {
@@ -259,6 +357,9 @@ export interface components {
              * @description Changes on every modification; a write that changes nothing leaves it (and the `ETag`) as it was.
              */
             readonly updated_at: string;
+            recurrence: components["schemas"]["Recurrence"];
+            time_zone: components["schemas"]["TimeZone"];
+            remind_at: components["schemas"]["RemindAt"];
         };
         TaskCreate: {
             title: components["schemas"]["Title"];
@@ -268,6 +369,9 @@ export interface components {
             priority?: components["schemas"]["Priority"];
             tags?: components["schemas"]["Tags"];
             due_date?: components["schemas"]["DueDate"];
+            recurrence?: components["schemas"]["Recurrence"];
+            time_zone?: components["schemas"]["TimeZone"];
+            remind_at?: components["schemas"]["RemindAt"];
         };
         /** @description Fields left out keep their current value. */
         TaskReplace: {
@@ -278,6 +382,9 @@ export interface components {
             priority?: components["schemas"]["Priority"];
             tags?: components["schemas"]["Tags"];
             due_date?: components["schemas"]["DueDate"];
+            recurrence?: components["schemas"]["Recurrence"];
+            time_zone?: components["schemas"]["TimeZone"];
+            remind_at?: components["schemas"]["RemindAt"];
         };
         TaskPatch: {
             title?: components["schemas"]["Title"];
@@ -287,15 +394,14 @@ export interface components {
             priority?: components["schemas"]["Priority"];
             tags?: components["schemas"]["Tags"];
             due_date?: components["schemas"]["DueDate"];
+            recurrence?: components["schemas"]["Recurrence"];
+            time_zone?: components["schemas"]["TimeZone"];
+            remind_at?: components["schemas"]["RemindAt"];
         };
         TaskCompletion: {
             completed?: boolean;
         };
-        /**
-         * @description 1–255 characters once surrounding white space is trimmed (the trimmed text is stored).
-         *     White space is Unicode's (Python's `str.isspace`), spelled out in the pattern so that
-         *     every regex engine reads it alike.
-         */
+        /** @description 1–255 characters once surrounding white space is trimmed (the trimmed text is stored). */
         Title: string;
         /** @description At most 5000 characters; `null` clears it. */
         Description: string | null;
@@ -309,10 +415,110 @@ export interface components {
         Tags: components["schemas"]["Tag"][];
         /**
          * Format: date-time
-         * @description RFC 3339 date-time with an offset; `null` for none (the default).
+         * @description RFC 3339 date-time with an offset; `null` for none (the default). A recurring task's is the
+         *     occurrence's, and cannot be cleared while it has a `recurrence`.
          */
         DueDate: string | null;
+        /**
+         * @description An RFC 5545 `RRULE`, with or without the `RRULE:` prefix, such as `FREQ=WEEKLY;BYDAY=MO` or
+         *     `FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1` (the last weekday of each month): `FREQ`
+         *     (`DAILY`, `WEEKLY`, `MONTHLY` or `YEARLY`) and any of `INTERVAL`, `BYDAY`, `BYMONTHDAY`,
+         *     `BYMONTH`, `BYSETPOS`, `COUNT` (the whole series' count, this occurrence included),
+         *     `UNTIL` and `WKST`. Needs a `due_date`; anything else is a 422 naming the part. Computed on
+         *     the wall clock of `time_zone`. Completing an occurrence creates the next one (see the
+         *     `next-occurrence` link); `null` clears it.
+         */
+        Recurrence: string | null;
+        /**
+         * @description The IANA time zone (`Europe/Berlin`) whose wall clock `recurrence` follows, so an occurrence
+         *     at 09:00 stays at 09:00 there across daylight-saving changes. Default `UTC`.
+         */
+        TimeZone: string;
+        /**
+         * Format: date-time
+         * @description When to remind the user: at that instant, every live stream of theirs gets an
+         *     `event: reminder` with the task (once, whatever the number of servers), also kept in the
+         *     change feed. Changing it or `due_date` arms it again; completing or deleting the task
+         *     disarms it. A recurring task's next occurrence is reminded the same time before its
+         *     `due_date`. `null` for none (the default).
+         */
+        RemindAt: string | null;
         SearchText: string;
+        /**
+         * @example {
+         *       "changes": [
+         *         {
+         *           "type": "upsert",
+         *           "task": {
+         *             "id": 42,
+         *             "user_id": "user_2x9",
+         *             "title": "Buy oat milk",
+         *             "description": null,
+         *             "completed": false,
+         *             "status": "incomplete",
+         *             "priority": "medium",
+         *             "tags": [
+         *               "shopping"
+         *             ],
+         *             "due_date": null,
+         *             "created_at": "2026-11-21T18:04:54.123456Z",
+         *             "updated_at": "2026-12-01T09:12:03.551002Z",
+         *             "recurrence": null,
+         *             "time_zone": "UTC",
+         *             "remind_at": null
+         *           }
+         *         },
+         *         {
+         *           "type": "delete",
+         *           "id": 41
+         *         }
+         *       ],
+         *       "next": "9AqTzv7jz1d8xk2Qk0c4cVsxLDE3MzMwODQ0MDBd",
+         *       "more": false
+         *     }
+         */
+        ChangePage: {
+            /** @description In commit order; a task appears at most once, in its latest state. */
+            changes: components["schemas"]["Change"][];
+            /** @description The token to call again with (`since`); opaque, valid only for the caller. */
+            next: string;
+            /** @description `true`: call again at once with `next`; `false`: up to date as of `next`. */
+            more: boolean;
+        };
+        Change: components["schemas"]["TaskUpserted"] | components["schemas"]["TaskDeleted"] | components["schemas"]["ReminderFired"];
+        /** @description The task was created or changed; this is its state now. */
+        TaskUpserted: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "upsert";
+            task: components["schemas"]["Task"];
+        };
+        /** @description The task was deleted. */
+        TaskDeleted: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "delete";
+            /** Format: int64 */
+            id: number;
+        };
+        /**
+         * @description The task's reminder fired (its `remind_at` came); `task` is the task as it was then. A
+         *     replica ignores it; a client shows a notification.
+         */
+        ReminderFired: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "reminder";
+            task: components["schemas"]["Task"];
+            /** @description The reminder fell due while the service was not running, and fires late. */
+            late: boolean;
+        };
         Health: {
             /** @enum {string} */
             status: "ok";
@@ -324,7 +530,10 @@ export interface components {
         };
         /** @description RFC 9457 problem details. */
         Problem: {
-            /** @description `about:blank`: `title` and `status` say what happened. */
+            /**
+             * @description `about:blank`: `title` and `status` say what happened; or
+             *     `tag:todo-api,2026:problems/outcome-unknown` (a 503): a change may or may not have been made.
+             */
             type: string;
             /** @description The status code's reason phrase. */
             title: string;
@@ -412,10 +621,45 @@ export interface components {
             };
         };
         /**
-         * @description Too many of the caller's requests are using the database at once (DB_MAX_PER_USER);
-         *     retry after `Retry-After` seconds.
+         * @description The caller is asking too much: faster than their rate limit (`RATE_LIMIT_PER_SECOND`,
+         *     `RATE_LIMIT_BURST`), or more of their requests at once than their share of the database
+         *     (`DB_MAX_PER_USER`) while other users are served. Retry after `Retry-After` seconds. Never
+         *     for a burst of 20 concurrent requests, and never because the database is away (that is a 503).
          */
         TooManyRequests: {
+            headers: {
+                "Retry-After": components["headers"]["RetryAfter"];
+                "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                RateLimit: components["headers"]["RateLimit"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The token is malformed, tampered with, or another user's. */
+        BadToken: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /**
+         * @description The token is older than the changes kept (`CHANGES_RETENTION_DAYS`): start again with a
+         *     snapshot (the feed without `since`).
+         */
+        TokenGone: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The caller already has `MAX_STREAMS_PER_USER` streams open on this process. */
+        TooManyStreams: {
             headers: {
                 "Retry-After": components["headers"]["RetryAfter"];
                 [name: string]: unknown;
@@ -424,7 +668,12 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
-        /** @description The database is unavailable; retry after `Retry-After` seconds. */
+        /**
+         * @description The database is unavailable; retry after `Retry-After` seconds. Nothing was changed, except
+         *     when `type` is `tag:todo-api,2026:problems/outcome-unknown`: the change had been sent to the
+         *     database when it stopped answering, so it may have been made. Retry a create with the same
+         *     `Idempotency-Key`, or read before writing again.
+         */
         ServiceUnavailable: {
             headers: {
                 "Retry-After": components["headers"]["RetryAfter"];
@@ -482,6 +731,10 @@ export interface components {
         DueAfter: string;
         /** @description `true`: due in the past and not complete; `false`: every other task. */
         Overdue: boolean;
+        /** @description `true`: tasks with a `recurrence`; `false`: tasks without one. */
+        Recurring: boolean;
+        /** @description `true`: tasks with a `remind_at`; `false`: tasks without one. */
+        HasReminder: boolean;
         /**
          * @description Field to sort by, `-` for descending; default `-created_at`. Ties break on `id` in the same
          *     direction. Tasks without a due date come last for either `due_date` order. `priority`
@@ -495,6 +748,16 @@ export interface components {
         SortBy: "created_at" | "updated_at" | "title" | "priority" | "due_date" | "created" | "updated";
         /** @description `asc` or `desc`; default ascending for `title`, descending otherwise. */
         SortOrder: "asc" | "desc";
+        /**
+         * @description A token from the feed (`next`, or an event's `id`). Left out: a snapshot (the feed), or
+         *     only what happens from now on (the stream). Tokens are opaque and work only for their user.
+         */
+        Since: string;
+        /**
+         * @description The `id` of the last event the client received (browsers and the TypeScript client's
+         *     `subscribe()` send it when they reconnect); it takes precedence over `since`.
+         */
+        LastEventId: string;
         /** @description Page size, 1–500; default 100. */
         Limit: number;
         /**
@@ -510,6 +773,11 @@ export interface components {
         /** @description The task's current entity tag, for `If-Match`; it changes exactly when the task does. */
         ETag: string;
         /**
+         * @description `</api/tasks/{id}>; rel="next-occurrence"`: the occurrence of this recurring task that
+         *     completing it created.
+         */
+        NextOccurrence: string;
+        /**
          * @description `</api/tasks?…&cursor=…>; rel="next"` (RFC 8288) when another page exists: a relative
          *     reference, resolved against the request's URL (it never repeats the request's `Host`).
          */
@@ -521,6 +789,13 @@ export interface components {
         WWWAuthenticate: string;
         /** @description Seconds to wait before retrying. */
         RetryAfter: number;
+        /**
+         * @description The caller's rate limit (draft-ietf-httpapi-ratelimit-headers): `"default";q=<burst>;w=<seconds
+         *     an empty bucket takes to fill>`. Sent on every answer to a request counted against it.
+         */
+        RateLimitPolicy: string;
+        /** @description What is left of it: `"default";r=<requests left>;t=<seconds until the bucket is full>`. */
+        RateLimit: string;
     };
     pathItems: never;
 }
@@ -553,6 +828,10 @@ export interface operations {
                 due_after?: components["parameters"]["DueAfter"];
                 /** @description `true`: due in the past and not complete; `false`: every other task. */
                 overdue?: components["parameters"]["Overdue"];
+                /** @description `true`: tasks with a `recurrence`; `false`: tasks without one. */
+                recurring?: components["parameters"]["Recurring"];
+                /** @description `true`: tasks with a `remind_at`; `false`: tasks without one. */
+                has_reminder?: components["parameters"]["HasReminder"];
                 /**
                  * @description Field to sort by, `-` for descending; default `-created_at`. Ties break on `id` in the same
                  *     direction. Tasks without a due date come last for either `due_date` order. `priority`
@@ -696,10 +975,15 @@ export interface operations {
             };
         };
         responses: {
-            /** @description The updated task. */
+            /**
+             * @description The updated task. When this request completed an occurrence of a recurring task, the
+             *     next occurrence is created with it, and `Link: </api/tasks/{id}>; rel="next-occurrence"`
+             *     names it (also on a retry, while it exists).
+             */
             200: {
                 headers: {
                     ETag: components["headers"]["ETag"];
+                    Link: components["headers"]["NextOccurrence"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -766,10 +1050,15 @@ export interface operations {
             };
         };
         responses: {
-            /** @description The updated task. */
+            /**
+             * @description The updated task. When this request completed an occurrence of a recurring task, the
+             *     next occurrence is created with it, and `Link: </api/tasks/{id}>; rel="next-occurrence"`
+             *     names it (also on a retry, while it exists).
+             */
             200: {
                 headers: {
                     ETag: components["headers"]["ETag"];
+                    Link: components["headers"]["NextOccurrence"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -806,10 +1095,15 @@ export interface operations {
             };
         };
         responses: {
-            /** @description The updated task. */
+            /**
+             * @description The updated task. When this request completed an occurrence of a recurring task, the
+             *     next occurrence is created with it, and `Link: </api/tasks/{id}>; rel="next-occurrence"`
+             *     names it (also on a retry, while it exists).
+             */
             200: {
                 headers: {
                     ETag: components["headers"]["ETag"];
+                    Link: components["headers"]["NextOccurrence"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -824,6 +1118,85 @@ export interface operations {
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["UnprocessableEntity"];
             429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    "changes.find": {
+        parameters: {
+            query?: {
+                /**
+                 * @description A token from the feed (`next`, or an event's `id`). Left out: a snapshot (the feed), or
+                 *     only what happens from now on (the stream). Tokens are opaque and work only for their user.
+                 */
+                since?: components["parameters"]["Since"];
+                /** @description Page size, 1–500; default 100. */
+                limit?: components["parameters"]["Limit"];
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page of changes, and the token to go on from. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChangePage"];
+                };
+            };
+            400: components["responses"]["BadToken"];
+            401: components["responses"]["Unauthorized"];
+            410: components["responses"]["TokenGone"];
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    "changes.stream": {
+        parameters: {
+            query?: {
+                /**
+                 * @description A token from the feed (`next`, or an event's `id`). Left out: a snapshot (the feed), or
+                 *     only what happens from now on (the stream). Tokens are opaque and work only for their user.
+                 */
+                since?: components["parameters"]["Since"];
+            };
+            header?: {
+                /**
+                 * @description The `id` of the last event the client received (browsers and the TypeScript client's
+                 *     `subscribe()` send it when they reconnect); it takes precedence over `since`.
+                 */
+                "Last-Event-ID"?: components["parameters"]["LastEventId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The stream; it does not end by itself before the token expires. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example : connected
+                     *
+                     *     id: 9AqTzv7jz1d8xk2Qk0c4cVsxLDE3MzMwODQ0MDBd
+                     *     event: upsert
+                     *     data: {"type":"upsert","task":{"id":42,"user_id":"user_2x9","title":"Buy milk","description":null,"completed":false,"status":"incomplete","priority":"medium","tags":[],"due_date":null,"created_at":"2026-12-01T18:04:54.123456Z","updated_at":"2026-12-01T18:04:54.123456Z","recurrence":null,"time_zone":"UTC","remind_at":null}}
+                     */
+                    "text/event-stream": string;
+                };
+            };
+            400: components["responses"]["BadToken"];
+            401: components["responses"]["Unauthorized"];
+            410: components["responses"]["TokenGone"];
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["TooManyStreams"];
             503: components["responses"]["ServiceUnavailable"];
         };
     };
@@ -854,6 +1227,10 @@ export interface operations {
                 due_after?: components["parameters"]["DueAfter"];
                 /** @description `true`: due in the past and not complete; `false`: every other task. */
                 overdue?: components["parameters"]["Overdue"];
+                /** @description `true`: tasks with a `recurrence`; `false`: tasks without one. */
+                recurring?: components["parameters"]["Recurring"];
+                /** @description `true`: tasks with a `remind_at`; `false`: tasks without one. */
+                has_reminder?: components["parameters"]["HasReminder"];
                 /**
                  * @description Field to sort by, `-` for descending; default `-created_at`. Ties break on `id` in the same
                  *     direction. Tasks without a due date come last for either `due_date` order. `priority`
@@ -1010,10 +1387,15 @@ export interface operations {
             };
         };
         responses: {
-            /** @description The updated task. */
+            /**
+             * @description The updated task. When this request completed an occurrence of a recurring task, the
+             *     next occurrence is created with it, and `Link: </api/tasks/{id}>; rel="next-occurrence"`
+             *     names it (also on a retry, while it exists).
+             */
             200: {
                 headers: {
                     ETag: components["headers"]["ETag"];
+                    Link: components["headers"]["NextOccurrence"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1086,10 +1468,15 @@ export interface operations {
             };
         };
         responses: {
-            /** @description The updated task. */
+            /**
+             * @description The updated task. When this request completed an occurrence of a recurring task, the
+             *     next occurrence is created with it, and `Link: </api/tasks/{id}>; rel="next-occurrence"`
+             *     names it (also on a retry, while it exists).
+             */
             200: {
                 headers: {
                     ETag: components["headers"]["ETag"];
+                    Link: components["headers"]["NextOccurrence"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1129,10 +1516,15 @@ export interface operations {
             };
         };
         responses: {
-            /** @description The updated task. */
+            /**
+             * @description The updated task. When this request completed an occurrence of a recurring task, the
+             *     next occurrence is created with it, and `Link: </api/tasks/{id}>; rel="next-occurrence"`
+             *     names it (also on a retry, while it exists).
+             */
             200: {
                 headers: {
                     ETag: components["headers"]["ETag"];
+                    Link: components["headers"]["NextOccurrence"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1148,6 +1540,93 @@ export interface operations {
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["UnprocessableEntity"];
             429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    "user_tasks.find_changes": {
+        parameters: {
+            query?: {
+                /**
+                 * @description A token from the feed (`next`, or an event's `id`). Left out: a snapshot (the feed), or
+                 *     only what happens from now on (the stream). Tokens are opaque and work only for their user.
+                 */
+                since?: components["parameters"]["Since"];
+                /** @description Page size, 1–500; default 100. */
+                limit?: components["parameters"]["Limit"];
+            };
+            header?: never;
+            path: {
+                /** @description Must equal the token's subject; any other value is a 403. */
+                user_id: components["parameters"]["UserId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page of changes, and the token to go on from. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChangePage"];
+                };
+            };
+            400: components["responses"]["BadToken"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            410: components["responses"]["TokenGone"];
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    "user_tasks.stream_changes": {
+        parameters: {
+            query?: {
+                /**
+                 * @description A token from the feed (`next`, or an event's `id`). Left out: a snapshot (the feed), or
+                 *     only what happens from now on (the stream). Tokens are opaque and work only for their user.
+                 */
+                since?: components["parameters"]["Since"];
+            };
+            header?: {
+                /**
+                 * @description The `id` of the last event the client received (browsers and the TypeScript client's
+                 *     `subscribe()` send it when they reconnect); it takes precedence over `since`.
+                 */
+                "Last-Event-ID"?: components["parameters"]["LastEventId"];
+            };
+            path: {
+                /** @description Must equal the token's subject; any other value is a 403. */
+                user_id: components["parameters"]["UserId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The stream; it does not end by itself before the token expires. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example : connected
+                     *
+                     *     id: 9AqTzv7jz1d8xk2Qk0c4cVsxLDE3MzMwODQ0MDBd
+                     *     event: upsert
+                     *     data: {"type":"upsert","task":{"id":42,"user_id":"user_2x9","title":"Buy milk","description":null,"completed":false,"status":"incomplete","priority":"medium","tags":[],"due_date":null,"created_at":"2026-12-01T18:04:54.123456Z","updated_at":"2026-12-01T18:04:54.123456Z","recurrence":null,"time_zone":"UTC","remind_at":null}}
+                     */
+                    "text/event-stream": string;
+                };
+            };
+            400: components["responses"]["BadToken"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            410: components["responses"]["TokenGone"];
+            422: components["responses"]["UnprocessableEntity"];
+            429: components["responses"]["TooManyStreams"];
             503: components["responses"]["ServiceUnavailable"];
         };
     };

@@ -1,5 +1,5 @@
 // The generated client against a live todo-api: BASE_URL names the service, TOKEN a fresh user's
-// bearer token (tests/test_typescript_client.py provides both).
+// bearer token (tests/system/test_typescript_client.py provides both).
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { test } from "node:test";
@@ -15,6 +15,7 @@ import {
   listTasks,
   updateTask,
 } from "../src/tasks.js";
+import { Proxy } from "./proxy.js";
 
 const { BASE_URL, TOKEN } = process.env;
 if (!BASE_URL || !TOKEN) throw new Error("set BASE_URL and TOKEN to a running todo-api and a user's token");
@@ -100,4 +101,60 @@ test("an invalid body is read as a problem+json with field errors", async () => 
   assert.equal(problem.status, 422);
   assert.equal(problem.error, problem.detail);
   assert.ok(problem.errors?.some((error) => error.field === "title"), JSON.stringify(problem));
+});
+
+test("a token provider is asked once, then again only after a 401, and the refused call is sent again", async () => {
+  const asked: boolean[] = [];
+  const provided = connect(BASE_URL, ({ refresh }) => {
+    asked.push(refresh);
+    return asked.length === 1 ? "not-a-token" : TOKEN;
+  });
+  const title = unique();
+  const task = await createTask(provided, { title }); // refused once, then created once
+  await getTask(provided, task.id);
+  assert.deepEqual(asked, [false, true]);
+  assert.deepEqual((await listTasks(api, { q: title })).tasks.map((found) => found.id), [task.id]);
+  assert.equal(await provided.token(), TOKEN);
+});
+
+test("a fixed token that is refused is a 401 problem, sent once", async () => {
+  const refused = await problemOf(listTasks(connect(BASE_URL, "not-a-token")));
+  assert.equal(refused.status, 401);
+});
+
+test("a base URL ending in /api is refused before any call", () => {
+  assert.throws(() => connect(`${BASE_URL}/api/`, TOKEN), /without \/api/);
+  assert.equal(connect(`${BASE_URL}/`, TOKEN).baseUrl, BASE_URL);
+});
+
+test("createTask retries a lost answer and a 503 with its one Idempotency-Key: each task stored once", async () => {
+  const proxy = await Proxy.start(BASE_URL);
+  try {
+    const through = connect(proxy.url, TOKEN);
+    const lost = unique();
+    proxy.mode = "lose-answer"; // the create is made; its answer never arrives
+    assert.equal((await createTask(through, { title: lost }, { pauseMs: 50 })).title, lost);
+    const posts = proxy.requests.filter((request) => request.line.startsWith("POST /api/tasks "));
+    assert.equal(posts.length, 2);
+    assert.match(posts[0]?.headers["idempotency-key"] ?? "", /^[0-9a-f-]{36}$/);
+    assert.equal(posts[1]?.headers["idempotency-key"], posts[0]?.headers["idempotency-key"]);
+
+    const refused = unique();
+    proxy.mode = "unavailable"; // a 503 with Retry-After: 2, from the proxy itself
+    const pending = createTask(through, { title: refused });
+    const deadline = Date.now() + 10_000;
+    while (proxy.unavailableAnswers === 0) {
+      assert.ok(Date.now() < deadline, "the first attempt never came");
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    proxy.mode = "pass";
+    assert.equal((await pending).title, refused);
+
+    for (const title of [lost, refused]) {
+      const { tasks } = await listTasks(api, { q: title });
+      assert.deepEqual(tasks.map((task) => task.title), [title]); // neither lost nor stored twice
+    }
+  } finally {
+    await proxy.close();
+  }
 });

@@ -1,0 +1,3 @@
+-- toggle_completed: persistence/tasks.py, as compiled for psycopg
+-- constants SQLAlchemy binds: version_1=1
+UPDATE tasks SET completed=NOT tasks.completed, version=CASE WHEN true THEN tasks.version + %(version_1)s::INTEGER ELSE tasks.version END, updated_at=CASE WHEN true THEN clock_timestamp() ELSE tasks.updated_at END WHERE tasks.user_id = %(user_id)s::VARCHAR AND tasks.id = %(id)s::BIGINT RETURNING tasks.user_id, tasks.id, tasks.title, tasks.description, tasks.completed, tasks.priority, tasks.tags, tasks.due_date, tasks.version, tasks.created_at, tasks.updated_at, tasks.recurrence, tasks.time_zone, tasks.remind_at
