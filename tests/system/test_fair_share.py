@@ -110,17 +110,26 @@ def test_a_429_is_a_problem_with_retry_after(start_service: Callable[..., Servic
     service = start_service(DB_MAX_PER_USER="1", RATE_LIMIT_PER_SECOND="0")
     user, other = User(service.base_url), User(service.base_url)
     target = user.create(title="contended")
-    served = threading.Event()
+    answered, served = threading.Event(), threading.Event()
 
     def other_lists() -> None:  # another user served meanwhile: the share binds
         while not served.is_set():
             assert other.http.get("/api/tasks").status_code == 200
+            answered.set()
 
     with ThreadPoolExecutor(4) as pool, slowed(db, target):
-        pool.submit(other_lists)
-        pending = [pool.submit(user.http.patch, f"/api/tasks/{target['id']}", json={"title": "x"}) for _ in range(3)]
-        refused = next((f.result() for f in as_completed(pending, timeout=60) if f.result().status_code == 429), None)
-        served.set()
+        lists = pool.submit(other_lists)
+        try:
+            # Before the other user's first request, the share lends: the user would not wait at all.
+            assert answered.wait(30), "the other user's first list was not answered"
+            pending = [
+                pool.submit(user.http.patch, f"/api/tasks/{target['id']}", json={"title": "x"}) for _ in range(3)
+            ]
+            answers = (future.result() for future in as_completed(pending, timeout=60))
+            refused = next((answer for answer in answers if answer.status_code == 429), None)
+        finally:
+            served.set()
+    lists.result()  # every list of the other user's was answered 200
     assert refused is not None, "no request waited past its turn"
     assert_problem(refused, 429)
     assert int(refused.headers["retry-after"]) > 0
