@@ -388,15 +388,22 @@ class Load:
     server_cpu_ms: float = 0.0  # per request
     postgres_cpu_ms: float = 0.0  # per request, backends of the target's database
     client_cpu_ms: float = 0.0  # per request, wrk
+    busiest_share: float = 0.0  # the busiest server process's part of the server's CPU (even: 1 / workers)
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
 
+    @property
+    def tail(self) -> float:
+        """p99 / p50: how long the tail is against the median."""
+        return self.p99_ms / self.p50_ms if self.p50_ms else float("nan")
+
     def line(self) -> str:
         return (
-            f"{self.rps:8.0f} req/s  p50 {self.p50_ms:7.2f} ms  p99 {self.p99_ms:7.2f} ms  errors {self.errors}"
-            f"  | CPU/request: server {self.server_cpu_ms:.2f} ms, postgres {self.postgres_cpu_ms:.2f} ms,"
+            f"{self.rps:8.0f} req/s  p50 {self.p50_ms:7.2f} ms  p99 {self.p99_ms:7.2f} ms (×{self.tail:.1f})"
+            f"  errors {self.errors}  | CPU/request: server {self.server_cpu_ms:.2f} ms"
+            f" (busiest process {self.busiest_share:.0%}), postgres {self.postgres_cpu_ms:.2f} ms,"
             f" wrk {self.client_cpu_ms:.2f} ms"
         )
 
@@ -435,8 +442,8 @@ def wrk(
     count = max(1, data["requests"])
     latency = data["latency_us"]
 
-    def spent(before: dict[int, float], after: dict[int, float]) -> float:
-        return sum(after[pid] - before.get(pid, 0.0) for pid in after) * 1000 / count
+    by_process = {pid: seconds - server_before.get(pid, 0.0) for pid, seconds in server_after.items()}
+    server_seconds = sum(by_process.values())
 
     return Load(
         requests=data["requests"],
@@ -447,7 +454,8 @@ def wrk(
         max_ms=latency["max"] / 1000,
         errors=data["non2xx"] + errors["connect"] + errors["read"] + errors["write"] + errors["timeout"],
         error_detail={**errors, "non2xx": data["non2xx"], "first_bad": data["first_bad"]},
-        server_cpu_ms=spent(server_before, server_after),
+        server_cpu_ms=server_seconds * 1000 / count,
+        busiest_share=max(by_process.values()) / server_seconds if server_seconds else 0.0,
         postgres_cpu_ms=backends_seconds * 1000 / count,
         client_cpu_ms=(client_after.ru_utime + client_after.ru_stime - client_before.ru_utime - client_before.ru_stime)
         * 1000

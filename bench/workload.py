@@ -126,15 +126,17 @@ def compare(args: argparse.Namespace) -> int:
     width = max(map(len, names)) + 1
     print()
     print(
-        f"{'target':{width}s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'errors':>7s} {'srv CPU/req':>12s}"
-        f" {'pg CPU/req':>11s}   (medians over rounds)"
+        f"{'target':{width}s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'p99/p50':>8s} {'errors':>7s}"
+        f" {'srv CPU/req':>12s} {'busiest':>8s} {'pg CPU/req':>11s}   (medians over rounds; busiest: the"
+        f" busiest server process's part of the server's CPU)"
     )
     for name in names:
         loads = [r[name] for r in rounds]
         print(
             f"{name:{width}s} {median([x.rps for x in loads]):8.0f} {median([x.p50_ms for x in loads]):8.2f}"
-            f" {median([x.p99_ms for x in loads]):8.2f} {sum(x.errors for x in loads):7d}"
-            f" {median([x.server_cpu_ms for x in loads]):9.2f} ms {median([x.postgres_cpu_ms for x in loads]):8.2f} ms"
+            f" {median([x.p99_ms for x in loads]):8.2f} {median([x.tail for x in loads]):8.1f}"
+            f" {sum(x.errors for x in loads):7d} {median([x.server_cpu_ms for x in loads]):9.2f} ms"
+            f" {median([x.busiest_share for x in loads]):8.0%} {median([x.postgres_cpu_ms for x in loads]):8.2f} ms"
         )
     print()
     summary: dict[str, dict[str, float]] = {}
