@@ -13,7 +13,7 @@ from bench.harness import Load, Prepared, Server, log, median, prepare, reset, s
 
 TASK_FIELDS = {
     "id", "user_id", "title", "description", "completed", "status", "priority", "tags", "due_date",
-    "created_at", "updated_at",
+    "recurrence", "time_zone", "remind_at", "created_at", "updated_at",
 }  # fmt: skip
 
 

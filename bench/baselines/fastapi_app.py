@@ -85,6 +85,9 @@ class Task(SQLModel, table=True):
     priority: Priority = Field(default=Priority.medium, sa_type=SAEnum(Priority, name="task_priority"))
     tags: list[str] = Field(default_factory=list, sa_column=Column(ARRAY(Text), nullable=False))
     due_date: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    recurrence: str | None = None
+    time_zone: str = "UTC"
+    remind_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     version: int = 1
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
@@ -130,6 +133,9 @@ class TaskPublic(SQLModel):
     priority: Priority
     tags: list[str]
     due_date: datetime | None
+    recurrence: str | None
+    time_zone: str
+    remind_at: datetime | None
     created_at: datetime
     updated_at: datetime
 

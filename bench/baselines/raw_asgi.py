@@ -30,8 +30,8 @@ DRIVER = os.environ.get("BENCH_RAW_DRIVER", "asyncpg")
 POOL_SIZE = int(os.environ.get("DB_POOL_SIZE", "10"))
 
 COLUMNS = (
-    "id, user_id, title, description, completed, priority::text AS priority, tags, due_date, version,"
-    " created_at, updated_at"
+    "id, user_id, title, description, completed, priority::text AS priority, tags, due_date, recurrence,"
+    " time_zone, remind_at, version, created_at, updated_at"
 )
 LIST_FIRST = f"SELECT {COLUMNS} FROM tasks WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
 LIST_AFTER = (

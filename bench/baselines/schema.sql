@@ -1,5 +1,5 @@
 -- The baselines' schema: the same columns, constraints and indexes as todo-api's migrations
--- (0001–0003), without row-level security, so that the database does the same work per write
+-- (0001–0003, and the task fields of 0008), without row-level security, so that the database does the same work per write
 -- and the comparison measures the application stacks.
 CREATE TYPE task_priority AS ENUM ('low', 'medium', 'high', 'urgent');
 
@@ -28,6 +28,9 @@ CREATE TABLE tasks (
     priority task_priority NOT NULL DEFAULT 'medium',
     tags text[] NOT NULL DEFAULT '{}' CHECK (cardinality(tags) <= 10 AND task_tags_valid(tags)),
     due_date timestamptz,
+    recurrence text,
+    time_zone text NOT NULL DEFAULT 'UTC',
+    remind_at timestamptz,
     version integer NOT NULL DEFAULT 1,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
