@@ -289,13 +289,13 @@ def _etag(task: Any) -> str:
 def render(row: Mapping[str, Any]) -> dict[str, Any]:
     """The contract's Task from a row: every column but the version (which the ETag carries),
     instants in UTC, and the status derived from `completed`."""
-    task = {name: _utc(value) for name, value in row.items() if name != "version"}
+    task = dict(row)
+    task.pop("version", None)
+    for name in tasks.INSTANTS:  # only these columns' values can be datetimes: no test of each value
+        if (instant := task.get(name)) is not None:
+            task[name] = instant.astimezone(UTC)
     task["status"] = "complete" if row["completed"] else "incomplete"
     return task
-
-
-def _utc(value: Any) -> Any:
-    return value.astimezone(UTC) if isinstance(value, datetime) else value
 
 
 def _json(content: Any, *, status: int = 200, headers: dict[str, str] | None = None, etag: Any = None) -> Response:

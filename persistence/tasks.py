@@ -19,6 +19,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import (
     ClauseElement,
     ColumnElement,
+    DateTime,
     Select,
     and_,
     any_,
@@ -54,6 +55,7 @@ IDEMPOTENCY_TTL = text("interval '24 hours'")
 # A task's row: every column a client sees, and the version its ETag carries.
 COLUMNS = tuple(column for column in tasks.c if not column.info.get("internal"))
 _NAMES = tuple(str(column.name) for column in COLUMNS)
+INSTANTS = tuple(str(column.name) for column in COLUMNS if isinstance(column.type, DateTime))
 _DIALECT = psycopg.dialect()  # type: ignore[no-untyped-call]
 
 
