@@ -185,7 +185,8 @@ class Database:
             timeout_ms, session.budgeted = budget_ms, True
         await cursor.execute(f"{opening}; {sql}", {**params, **self._scope_params(user_id, timeout_ms)})
         cursor.nextset()
-        return await cursor.fetchall() if cursor.description else []
+        result = cursor.pgresult  # columns or none, read without building `description`'s objects
+        return await cursor.fetchall() if result is not None and result.nfields else []
 
     @asynccontextmanager
     async def transaction(self, user_id: str | None = None) -> AsyncIterator[Transaction]:
