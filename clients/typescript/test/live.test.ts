@@ -180,10 +180,11 @@ test("a connection gone silent is given up after idleMs and resumed", async () =
   const { replica, seen, subscription } = follow(user, proxy.url, { idleMs });
   try {
     await until("the stream opens", () => seen.opened === 1);
+    const before = seen.errors.length; // a busy service may have failed an attempt before: retried, not this
     proxy.mode = "silent";
     const missed = await createTask(direct, { title: "sent into the silence" });
-    await until("the silent connection is given up", () => seen.errors.length === 1);
-    assert.match(String(seen.errors[0]), /sent nothing for 3000 ms/);
+    await until("the silent connection is given up", () => seen.errors.length > before);
+    assert.match(String(seen.errors[before]), /sent nothing for 3000 ms/);
     proxy.sever();
     proxy.mode = "pass";
     await until("the missed change arrives", () => replica.tasks.has(missed.id));
