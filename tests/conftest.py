@@ -18,8 +18,9 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -29,10 +30,28 @@ from sqlalchemy.engine import Engine, make_url
 from persistence import schema
 from tests.support import TLS, pooler
 from tests.support.forwarder import Forwarder
+from tests.support.processes import LoggedProcess
 from tests.support.service import Service, fresh_database, services_on
 from tests.support.users import User
 from todo_api import embedded
 from todo_api.settings import database_url as normalise
+
+LOG_TAIL = 20_000  # characters of each process's log in a failed test's report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    """A failed test's report carries the end of each running process's log (the service's
+    tracebacks among them): the logs are deleted when the processes stop, before anyone can look."""
+    report = yield
+    if report.when == "call" and report.failed:
+        for process in list(LoggedProcess.running):
+            try:
+                log = process.output()[-LOG_TAIL:]
+            except OSError:
+                continue
+            report.sections.append((f"log of {' '.join(process.command[-6:])}", log))
+    return report
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import httpx
 
@@ -29,15 +29,20 @@ def free_port() -> int:
 class LoggedProcess:
     """`command` running with its stdout and stderr in a temporary log file, deleted when it is stopped."""
 
+    running: ClassVar[set[LoggedProcess]] = set()  # not stopped yet: their logs go into a failed test's report
+
     def __init__(self, command: list[str], *, log_prefix: str, **options: Any) -> None:
         log_fd, self.log_path = tempfile.mkstemp(prefix=log_prefix, suffix=".log")
+        self.command = command
         self.process = subprocess.Popen(command, stdout=log_fd, stderr=subprocess.STDOUT, **options)
         os.close(log_fd)
+        LoggedProcess.running.add(self)
 
     def output(self) -> str:
         return Path(self.log_path).read_text(errors="replace")
 
     def stop(self) -> None:
+        LoggedProcess.running.discard(self)
         stop(self.process)
         Path(self.log_path).unlink(missing_ok=True)
 
