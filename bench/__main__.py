@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     cpucost = commands.add_parser("cpucost", help="in-process cost per request, upstream vs CPU levers, A B A B")
     cpucost.add_argument(
         "--levers",
-        default="connexion-patch,gc-freeze,connexion-patch+gc-freeze",
+        default="connexion-once,gc-freeze,connexion-once+gc-freeze",
         help="comma-separated variants, each LEVER[+LEVER…] (see bench/cpucost.py)",
     )
     cpucost.add_argument("--count", choices=["instructions", "cpu"], default="instructions",

@@ -6,7 +6,7 @@ Each run is a fresh process under the service's venv that builds the app as a wo
 its lifespan (the real pool on the real database), drives the mix through httpx's ASGI transport
 (no sockets; the client's cost is the same in every variant) after a warm-up, and counts only the
 measured requests. The levers start from upstream Connexion with the collector left alone:
-  connexion-patch  todo_api.connexion_patches (decorators built once, not per request)
+  connexion-once   todo_api.connexion_app (decorators built once, not per request)
   gc-freeze        gc.freeze() once the app is built, as `todo-api serve`'s workers do
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -27,7 +28,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-LEVERS = ("connexion-patch", "gc-freeze")
+LEVERS = ("connexion-once", "gc-freeze")
 MIX = [(50, "list"), (20, "get"), (15, "create"), (10, "complete"), (5, "update")]
 
 
@@ -106,15 +107,12 @@ def _run(command: list[str], payload: str, env: dict[str, str], cwd: Path, callg
 async def _inner() -> None:
     import httpx
 
-    from todo_api import connexion_patches
-    from todo_api.app import create_app
+    from todo_api import app as application
 
     data = json.loads(sys.stdin.readline())
-    app = create_app()
-    connexion_patches.remove()
     levers = set(filter(None, os.environ.get("BENCH_LEVERS", "").split("+")))
-    if "connexion-patch" in levers:
-        assert connexion_patches.apply()
+    application.App = functools.partial(application.App, once="connexion-once" in levers)  # type: ignore[misc]
+    app = application.create_app()
     if "gc-freeze" in levers:
         gc.freeze()
     full_collections: list[float] = []  # each one's seconds: a pause for every request in flight

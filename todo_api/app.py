@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from connexion import AsyncApp
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import RelativeResolver
@@ -24,7 +23,8 @@ from handlers.rate_limit import RateLimiter
 from handlers.reminders import Scheduler
 from handlers.state import AppState, Metrics
 from persistence.database import Database
-from todo_api import connexion_patches, mcp_server, problems, supervision, swagger_ui, transport
+from todo_api import mcp_server, problems, supervision, swagger_ui, transport
+from todo_api.connexion_app import App
 from todo_api.middleware import CORS, ErrorGuard, RequestLimits, ResponseHeaders
 from todo_api.observability import RequestContext, configure_logging, metrics_exposition, sample_pool
 from todo_api.settings import ConfigError, Settings, load
@@ -49,7 +49,6 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         raise ConfigError("BETTER_AUTH_SECRET, BETTER_AUTH_URL or JWT_JWKS_URL is required to verify tokens")
     configure_logging(settings.log_level)
     supervision.end_with_master()
-    connexion_patches.apply()
     if not settings.cursor_secrets:
         raise ConfigError("CURSOR_SECRET (or BETTER_AUTH_SECRET) is required to sign list cursors")
     db = Database(
@@ -124,7 +123,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     allowed_methods = _allowed_methods(spec)  # read before Connexion works on the same data
     validators = validator_map(spec)
     request_headers = ["Authorization", "Content-Type", "X-Request-ID", *_request_headers(spec)]
-    app = AsyncApp(__name__, lifespan=lifespan, middlewares=swagger_ui.MIDDLEWARES)
+    app = App(__name__, lifespan=lifespan, middlewares=swagger_ui.MIDDLEWARES)
     app.add_api(
         spec,
         resolver=RelativeResolver("handlers"),

@@ -1,22 +1,25 @@
-"""todo_api.connexion_patches: Connexion's handler calls are unchanged by building the decorator
-chain once, and the patch stays out of any Connexion version it was not written for.
+"""todo_api.connexion_app: Connexion's handler calls are unchanged by building the decorator
+chain once, Connexion's own classes are untouched, and any version it was not written for is
+served as upstream serves it.
 
 A small contract on the real Connexion, served in-process: what reaches the handlers and the
-bearer function is recorded under upstream's per-request path and under the patch, and compared.
+bearer function is recorded under upstream's per-request path and under ours, and compared.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
+import connexion.security
 import pytest
-from connexion import AsyncApp
 from connexion.apps.asynchronous import AsyncOperation
 from connexion.resolver import Resolver
+from connexion.security import SECURITY_HANDLERS, BearerSecurityHandler
+from connexion.utils import inspect_function_arguments
 
-from todo_api import connexion_patches
+from todo_api import connexion_app
+from todo_api.connexion_app import App
 
 CALLS: list[tuple[str, dict[str, Any]]] = []
 
@@ -60,19 +63,9 @@ SPEC = {
 }
 
 
-@pytest.fixture(autouse=True)
-def patched_again() -> Iterator[None]:
-    yield
-    connexion_patches.apply()  # as create_app leaves it, for the tests that run after these
-
-
-def calls(patched: bool) -> list[tuple[str, dict[str, Any]]]:
+def calls(once: bool) -> list[tuple[str, dict[str, Any]]]:
     """What the handlers and the bearer function receive for the same requests."""
-    if patched:
-        assert connexion_patches.apply()
-    else:
-        connexion_patches.remove()
-    app = AsyncApp(__name__)
+    app = App(__name__, once=once)
     app.add_api(SPEC, resolver=Resolver(function_resolver=lambda name: globals()[name.rsplit(".", 1)[-1]]))
     CALLS.clear()
     with app.test_client() as client:
@@ -85,25 +78,28 @@ def calls(patched: bool) -> list[tuple[str, dict[str, Any]]]:
     return list(CALLS)
 
 
-def test_the_patch_passes_exactly_what_upstream_passes() -> None:
-    upstream, patched = calls(patched=False), calls(patched=True)
+def test_building_once_passes_exactly_what_upstream_passes() -> None:
+    upstream, once = calls(once=False), calls(once=True)
 
-    assert patched == upstream
-    declared_calls = [arguments for name, arguments in patched if name == "declared"]
+    assert once == upstream
+    declared_calls = [arguments for name, arguments in once if name == "declared"]
     assert declared_calls == [{"item_id": 7, "limit": 3, "body": {"title": "x"}, "user": "alice"}] * 2
-    everything_calls = [arguments for name, arguments in patched if name == "everything"]
+    everything_calls = [arguments for name, arguments in once if name == "everything"]
     assert set(everything_calls[0]) == {"item_id", "limit", "body", "user", "token_info"}
-    assert ("bearer", {"token": "t0ken", "required_scopes": None}) in patched  # passed, since accepted
+    assert ("bearer", {"token": "t0ken", "required_scopes": None}) in once  # passed, since accepted
 
 
-def test_another_connexion_version_is_left_alone(caplog: pytest.LogCaptureFixture) -> None:
-    connexion_patches.remove()
-    upstream_fn = AsyncOperation.__dict__["fn"]
+def test_connexion_itself_is_left_as_upstream_wrote_it() -> None:
+    calls(once=True)
 
-    with caplog.at_level(logging.WARNING, logger=connexion_patches.__name__):
-        assert connexion_patches.apply("3.4.0") is False
+    assert isinstance(AsyncOperation.__dict__["fn"], property)
+    assert SECURITY_HANDLERS["bearer"] is BearerSecurityHandler
+    assert connexion.security.inspect_function_arguments is inspect_function_arguments
 
-    assert AsyncOperation.__dict__["fn"] is upstream_fn
-    assert "connexion 3.4.0: per-request speed patch not applied (written for 3.3.0 only)" in caplog.text
-    assert connexion_patches.apply() is True
-    assert AsyncOperation.__dict__["fn"] is not upstream_fn
+
+def test_another_connexion_version_is_served_as_upstream_serves_it(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger=connexion_app.__name__):
+        assert connexion_app.once_per_operation("3.4.0") is False
+
+    assert "connexion 3.4.0: per-request work as upstream does it (written for 3.3.0 only)" in caplog.text
+    assert connexion_app.once_per_operation() is True
