@@ -126,6 +126,24 @@ def test_swagger_ui_is_served_at_api_ui(client: httpx.Client) -> None:
     assert "swagger-ui" in response.text
 
 
+@pytest.mark.parametrize(("path", "location"), [("/api/ui", "/api/ui/"), ("/api/openapi.json/", "/api/openapi.json")])
+def test_the_ui_and_the_contract_are_found_with_a_slash_too_few_or_too_many(
+    client: httpx.Client, path: str, location: str
+) -> None:
+    response = client.get(path)
+    assert response.status_code == 307
+    assert response.headers["location"] == location
+
+
+def test_the_contract_is_served_as_yaml_too(client: httpx.Client) -> None:
+    response = client.get("/api/openapi.yaml")
+    assert response.status_code == 200
+    assert (
+        yaml.safe_load(response.text)["paths"].keys()
+        == yaml.safe_load((ROOT / "openapi.yaml").read_text())["paths"].keys()
+    )
+
+
 def test_the_contract_is_served_at_api_openapi_json_with_every_operation(client: httpx.Client) -> None:
     response = client.get("/api/openapi.json")
     assert response.status_code == 200
