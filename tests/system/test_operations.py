@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 import yaml
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, make_url, text
 
 from persistence import schema
 from tests.support import ROOT
@@ -98,6 +98,25 @@ def test_ready_is_503_while_the_schema_is_behind_the_newest_migration(db: Engine
             assert_unavailable(http.get("/ready"))
             schema.migrate(url)
             assert http.get("/ready").status_code == 200
+
+
+# -- the database server's time zone --------------------------------------------------------------
+
+
+def test_instants_are_answered_in_utc_whatever_the_database_servers_time_zone(db: Engine) -> None:
+    with fresh_database(db) as url:
+        with db.execution_options(isolation_level="AUTOCOMMIT").connect() as connection:
+            # Half an hour off UTC: no whole-hour slip can pass for right.
+            connection.execute(text(f"ALTER DATABASE \"{make_url(url).database}\" SET TimeZone TO 'America/St_Johns'"))
+        schema.migrate(url)
+        with running(service_env(url)) as service, client_for(service, new_user()) as http:
+            created = http.post("/api/tasks", json={"title": "in UTC", "due_date": "2026-12-02T18:00:00Z"})
+            assert created.status_code == 201, created.text
+            fetched = http.get(created.headers["location"]).json()
+            listed = http.get("/api/tasks").json()
+        for task in (created.json(), fetched, *listed):
+            assert task["due_date"] == "2026-12-02T18:00:00Z"
+            assert task["created_at"].endswith("Z") and task["updated_at"].endswith("Z")
 
 
 # -- restarts -------------------------------------------------------------------------------------
