@@ -8,6 +8,9 @@ its lifespan (the real pool on the real database), drives the mix through httpx'
 measured requests. The levers start from upstream Connexion with the collector left alone:
   connexion-once   todo_api.connexion_app (decorators built once, not per request)
   gc-freeze        gc.freeze() once the app is built, as `todo-api serve`'s workers do
+and one variant that is not a lever:
+  client-only      an app that answers every request at once: the client's and the ASGI
+                   transport's own part of every figure, to subtract for the app's alone
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-LEVERS = ("connexion-once", "gc-freeze")
+LEVERS = ("connexion-once", "gc-freeze", "client-only")
 MIX = [(50, "list"), (20, "get"), (15, "create"), (10, "complete"), (5, "update")]
 
 
@@ -112,7 +115,7 @@ async def _inner() -> None:
     data = json.loads(sys.stdin.readline())
     levers = set(filter(None, os.environ.get("BENCH_LEVERS", "").split("+")))
     application.App = functools.partial(application.App, once="connexion-once" in levers)  # type: ignore[misc]
-    app = application.create_app()
+    app = _client_only if "client-only" in levers else application.create_app()
     if "gc-freeze" in levers:
         gc.freeze()
     full_collections: list[float] = []  # each one's seconds: a pause for every request in flight
@@ -166,6 +169,19 @@ async def _inner() -> None:
     longest = max(full_collections, default=0) * 1000
     print(json.dumps({"cpu_ms": spent * 1000 / count_requests, "full_collections": len(full_collections),
                       "longest_full_ms": longest, "requests": count_requests}))  # fmt: skip
+
+
+async def _client_only(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    while (await receive()).get("more_body"):
+        pass
+    status = 201 if scope["method"] == "POST" else 200
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": b"{}"})
 
 
 async def _step(name: str) -> None:
