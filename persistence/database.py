@@ -80,6 +80,14 @@ _PRIVILEGE = """
 """
 
 
+async def _in_utc(connection: psycopg.AsyncConnection[Any]) -> None:
+    """Each new connection's session speaks UTC, whatever the server's default: psycopg loads
+    instants in the session's time zone, and in "UTC" on its fast path (a third of the cost of
+    loading them in a named zone, "Etc/UTC" included), already as the API renders them. A pooler
+    in transaction mode keeps the setting, as it keeps any client's TimeZone."""
+    await connection.execute("SET TimeZone TO 'UTC'")
+
+
 class _Connection(psycopg.AsyncConnection[Any]):
     """Tells its Database whether the last attempt to connect failed, and why: requests then wait
     only briefly for a connection, and the log says the cause once, not once per request. Each
@@ -141,6 +149,7 @@ class Database:
             max_lifetime=MAX_LIFETIME_SECONDS,
             max_idle=MAX_IDLE_SECONDS,
             reconnect_timeout=0,  # a failed connect is retried once, then on the next request's demand
+            configure=_in_utc,
         )
         await self._pool.open()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -15,6 +16,7 @@ import yaml
 from sqlalchemy import Engine, create_engine, make_url, text
 
 from persistence import schema
+from persistence.database import Database
 from tests.support import ROOT
 from tests.support.clusters import HEAD, SCRIPTS, stop, throwaway_cluster
 from tests.support.metrics import scrape, total
@@ -117,6 +119,18 @@ def test_instants_are_answered_in_utc_whatever_the_database_servers_time_zone(db
         for task in (created.json(), fetched, *listed):
             assert task["due_date"] == "2026-12-02T18:00:00Z"
             assert task["created_at"].endswith("Z") and task["updated_at"].endswith("Z")
+        assert asyncio.run(_session_time_zone(url)) == "UTC"  # psycopg's fast path, not a conversion
+
+
+async def _session_time_zone(url: str) -> str:
+    """The time zone of the sessions the service's pool opens on `url`."""
+    db = Database(url, pool_size=1)
+    await db.open()
+    try:
+        rows = await db.run(None, "SELECT current_setting('TimeZone') AS zone", {})
+        return str(rows[0]["zone"])
+    finally:
+        await db.close()
 
 
 # -- restarts -------------------------------------------------------------------------------------
