@@ -97,7 +97,7 @@ class JSONBodyValidator(AbstractRequestBodyValidator):
         super().__init__(
             schema=schema, required=required, nullable=nullable, encoding=encoding, strict_validation=strict_validation
         )
-        self._validator = Draft4RequestValidator(schema, format_checker=Draft4Validator.FORMAT_CHECKER)
+        self._validator = _validator(schema, Draft4RequestValidator)
 
     async def wrap_receive(self, receive: Receive, *, scope: Scope) -> tuple[Receive, Scope]:
         messages: list[MutableMapping[str, Any]] = []
@@ -152,7 +152,18 @@ def _unpaired_surrogates(value: Any, path: str = "") -> Iterable[dict[str, str]]
             yield from _unpaired_surrogates(item, _join(path, str(index)))
 
 
-_parameter_validators: dict[int, Draft4Validator] = {}
+_validators: dict[tuple[int, type[Draft4Validator]], Draft4Validator] = {}
+
+
+def _validator(schema: dict[str, Any], kind: type[Draft4Validator]) -> Draft4Validator:
+    """The one `kind` of validator of `schema`. Connexion builds the classes that validate per
+    request; the schemas live with the app. Keying by id is safe: the cached validator holds its
+    schema, and an id is reused only once its object is gone."""
+    key = (id(schema), kind)
+    validator = _validators.get(key)
+    if validator is None:
+        validator = _validators[key] = kind(schema, format_checker=Draft4Validator.FORMAT_CHECKER)
+    return validator
 
 
 class RequestParameterValidator(ParameterValidator):
@@ -182,13 +193,7 @@ class RequestParameterValidator(ParameterValidator):
     def _errors(param: dict[str, Any], value: Any) -> list[dict[str, str]]:
         if value is None:
             return [{"field": param["name"], "message": "is required"}] if param.get("required") else []
-        schema = param["schema"]
-        # Connexion builds this class per request; the schemas live with the app. Keying by id is
-        # safe: the cached validator holds its schema, and an id is reused only once its object is gone.
-        validator = _parameter_validators.get(id(schema))
-        if validator is None:
-            validator = Draft4Validator(schema, format_checker=Draft4Validator.FORMAT_CHECKER)
-            _parameter_validators[id(schema)] = validator
+        validator = _validator(param["schema"], Draft4Validator)
         return [
             {"field": param["name"] + (f".{e['field']}" if e["field"] != "body" else ""), "message": e["message"]}
             for e in field_errors(validator.iter_errors(value))

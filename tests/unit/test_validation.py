@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from connexion.resolver import Resolver
 from jsonschema import Draft4Validator
 
 from tests.support import SERVER_FIELDS
+from todo_api import validation
 from todo_api.app import contract
+from todo_api.connexion_app import App
 from todo_api.validation import field_errors, validator_map
 
 SPEC = contract()
@@ -43,3 +46,44 @@ def test_messages_name_the_field_and_never_echo_the_value() -> None:
 
 def test_a_missing_required_field_is_named() -> None:
     assert errors_of("TaskCreate", {}) == [{"field": "title", "message": "is required"}]
+
+
+def thing(thing_id: int, limit: int, body: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+def test_each_schema_gets_one_validator_not_one_per_request() -> None:
+    spec: dict[str, Any] = {
+        "openapi": "3.0.3",
+        "info": {"title": "validators", "version": "1"},
+        "paths": {
+            "/things/{thing_id}": {
+                "post": {
+                    "operationId": "thing",
+                    "parameters": [
+                        {"name": "thing_id", "in": "path", "required": True, "schema": {"type": "integer"}},
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 9}},
+                    ],
+                    "requestBody": {
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Thing"}}}
+                    },
+                    "responses": {"200": {"description": "ok"}},
+                }
+            }
+        },
+        "components": {"schemas": {"Thing": {"type": "object", "properties": {"name": {"type": "string"}}}}},
+    }
+    app = App(__name__)
+    app.add_api(spec, resolver=Resolver(function_resolver=lambda _: thing), validator_map=validator_map(spec))
+
+    def built_after(requests: int) -> int:
+        with app.test_client() as client:
+            for number in range(requests):
+                for content_type in ("application/json", "application/json; charset=utf-8"):
+                    response = client.post(
+                        f"/things/{number}?limit=2", content=b'{"name": "x"}', headers={"Content-Type": content_type}
+                    )
+                    assert response.status_code == 200, response.text
+        return len(validation._validators)
+
+    assert built_after(1) == built_after(5)
