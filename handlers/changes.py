@@ -27,8 +27,9 @@ from handlers.signing import Keyring
 from handlers.state import AppState
 from handlers.tasks import render
 from persistence import changes
-from persistence.changes import TASK_FIELDS, Page
+from persistence.changes import Page
 from persistence.errors import DatabaseUnavailable, FairShareExceeded
+from persistence.tasks import NAMES
 
 DEFAULT_LIMIT = 100
 STREAM_PAGE = 500
@@ -217,7 +218,7 @@ def _entry(row: dict[str, Any]) -> dict[str, Any]:
     kind = row["kind"]
     if kind == "delete":
         return {"type": "delete", "id": row["id"]}
-    entry = {"type": kind, "task": render({name: row[name] for name in TASK_FIELDS})}
+    entry = {"type": kind, "task": render({name: row[name] for name in NAMES})}
     if kind == "reminder":
         entry["late"] = bool(row["late"])
     return entry

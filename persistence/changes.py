@@ -12,13 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from persistence.database import Database, Row
-from persistence.tasks import COLUMNS
+from persistence.tasks import NAMES
 
 CHANNEL = "todo_api_feed"  # NOTIFY'd with the user's id by every write (migration 0007)
-TASK_FIELDS = tuple(str(column.name) for column in COLUMNS)  # plain str: orjson refuses subclasses
 
 _FROM_LOG = ", ".join(
-    "coalesce(snapshot.id, log.task_id) AS id" if name == "id" else f"snapshot.{name}" for name in TASK_FIELDS
+    "coalesce(snapshot.id, log.task_id) AS id" if name == "id" else f"snapshot.{name}" for name in NAMES
 )
 # One statement, so one snapshot: the head and the entries agree. Each branch stops at `limit`
 # rows itself, through the (user_id, change_seq) and (user_id, seq) indexes.
@@ -28,7 +27,7 @@ SELECT head.seq AS head, head.floor AS floor, head.epoch AS epoch,
 FROM (SELECT %(user_id)s::text AS user_id) AS me
 LEFT JOIN feed_heads AS head ON head.user_id = me.user_id
 LEFT JOIN LATERAL (
-    (SELECT change_seq AS seq, 'upsert' AS kind, NULL::boolean AS late, {", ".join(TASK_FIELDS)}
+    (SELECT change_seq AS seq, 'upsert' AS kind, NULL::boolean AS late, {", ".join(NAMES)}
      FROM tasks
      WHERE user_id = me.user_id AND change_seq > %(since)s
      ORDER BY change_seq LIMIT %(limit)s)

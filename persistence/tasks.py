@@ -54,7 +54,7 @@ IDEMPOTENCY_TTL = text("interval '24 hours'")
 
 # A task's row: every column a client sees, and the version its ETag carries.
 COLUMNS = tuple(column for column in tasks.c if not column.info.get("internal"))
-_NAMES = tuple(str(column.name) for column in COLUMNS)
+NAMES = tuple(str(column.name) for column in COLUMNS)  # plain str: orjson refuses subclasses
 INSTANTS = tuple(str(column.name) for column in COLUMNS if isinstance(column.type, DateTime))
 _DIALECT = psycopg.dialect()  # type: ignore[no-untyped-call]
 
@@ -351,8 +351,8 @@ async def _claim_idempotency_key(cursor: Any, user_id: str, key: str, request_ha
 def _replayed() -> Any:
     """The task a key's first request created, from the JSON kept with the key."""
     record = func.jsonb_populate_record(literal_column("NULL::tasks"), bindparam("response"))
-    fields = record.table_valued(*_NAMES)
-    return select(*(fields.c[name] for name in _NAMES))
+    fields = record.table_valued(*NAMES)
+    return select(*(fields.c[name] for name in NAMES))
 
 
 async def update_for_user(
@@ -423,7 +423,7 @@ async def _complete(
             occurrence = recur(task)
             if occurrence is not None:
                 next_id = await _insert_next(cursor, user_id, task_id, occurrence, max_tasks)
-        return Updated({name: task[name] for name in _NAMES}, next_id)
+        return Updated({name: task[name] for name in NAMES}, next_id)
 
 
 async def _insert_next(cursor: Any, user_id: str, task_id: int, occurrence: Occurrence, max_tasks: int) -> int:
