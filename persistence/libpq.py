@@ -87,6 +87,10 @@ def failure(error: psycopg.Error) -> str | None:
         return READ_ONLY
     if isinstance(error, errors.QueryCanceled):
         return "statement timeout"
+    if isinstance(error, errors.IdleInTransactionSessionTimeout):
+        # The server ended a transaction left idle between statements longer than the statement
+        # timeout (a stalled process, a slow network): rolled back, and the connection closed.
+        return "transaction idle past the statement timeout"
     if isinstance(error, errors.TooManyConnections):
         return "too many connections"
     if isinstance(error, psycopg.OperationalError):

